@@ -1,0 +1,1 @@
+"""The `sotadb` command line: one module per command group, output in one place."""

@@ -1,0 +1,352 @@
+"""ManagedDatabase and DatabaseBackup: parse, default and validate into immutable values. Pure.
+
+The defaults here and in crds/*.yaml must agree (tests/unit/test_crd_schema.py proves it).
+Errors are `InvalidSpec`, each problem naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Annotated, Any, Final, Self, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from sotadb import names
+from sotadb.errors import FieldProblem, ForbiddenChange, InvalidSpec
+from sotadb.quantity import QUANTITY_PATTERN, parse_quantity
+
+DEFAULT_NAMESPACE: Final = "default"
+DEFAULT_POOL_SIZE: Final = 20
+DEFAULT_MAX_CLIENT_CONNECTIONS: Final = 100
+MAX_POOL_SIZE: Final = 200
+MAX_CLIENT_CONNECTIONS: Final = 10_000
+DEFAULT_STORAGE: Final = "1Gi"
+MIN_STORAGE: Final = "256Mi"
+MAX_STORAGE: Final = "64Ti"
+DEFAULT_MEMORY: Final = "512Mi"
+MIN_MEMORY: Final = "128Mi"
+DEFAULT_CPU: Final = "500m"
+DEFAULT_RETENTION_DAYS: Final = 7
+MAX_RETENTION_DAYS: Final = 365
+PARAMETER_NAME_PATTERN: Final = r"^[a-z][a-z0-9_.]*$"
+
+# Parameters the user may not set, and what to do instead. They wire the server into its
+# container (paths, listeners, auth) or are derived from other fields.
+FORBIDDEN_PARAMETERS: Final[Mapping[str, str]] = {
+    "listen_addresses": "PostgreSQL must listen where PgBouncer and the probes expect it",
+    "port": "the port is fixed at 5432 inside the pod",
+    "unix_socket_directories": "backups and probes use the socket at a fixed path",
+    "data_directory": "the data directory lives on the managed volume",
+    "config_file": "the configuration is rendered by sotadb",
+    "hba_file": "pg_hba.conf is rendered by sotadb (SCRAM only)",
+    "ident_file": "ident authentication is not used",
+    "password_encryption": "SCRAM-SHA-256 is required for PgBouncer's SCRAM passthrough",
+    "max_connections": "set spec.pool.defaultPoolSize; max_connections is derived from it",
+    "shared_buffers": "set spec.resources.memory; shared_buffers is a quarter of it",
+    "ssl": "TLS is not configurable yet",
+}
+
+Slug = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=names.SLUG_MAX_LENGTH, pattern=names.SLUG_PATTERN),
+]
+Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+ParameterName = Annotated[str, StringConstraints(max_length=63, pattern=PARAMETER_NAME_PATTERN)]
+ParameterValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+
+
+class _Model(BaseModel):
+    """Immutable, strict (no "20" for 20), camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        strict=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        validate_default=True,
+    )
+
+
+class PoolMode(StrEnum):
+    TRANSACTION = "transaction"
+    SESSION = "session"
+
+
+class DeletionPolicy(StrEnum):
+    DELETE = "Delete"
+    RETAIN = "Retain"
+
+
+class StorageSpec(_Model):
+    size: Quantity = Field(default=DEFAULT_STORAGE, description="Size of the data volume.")
+    storage_class_name: str | None = Field(default=None, max_length=253)
+
+    @field_validator("size")
+    @classmethod
+    def _size_within_bounds(cls, size: str) -> str:
+        if not parse_quantity(MIN_STORAGE) <= parse_quantity(size) <= parse_quantity(MAX_STORAGE):
+            raise ValueError(f"must be between {MIN_STORAGE} and {MAX_STORAGE}")
+        return size
+
+
+class ResourcesSpec(_Model):
+    memory: Quantity = Field(default=DEFAULT_MEMORY)
+    cpu: Quantity = Field(default=DEFAULT_CPU)
+
+    @field_validator("memory")
+    @classmethod
+    def _enough_memory(cls, memory: str) -> str:
+        if parse_quantity(memory) < parse_quantity(MIN_MEMORY):
+            raise ValueError(f"must be at least {MIN_MEMORY}")
+        return memory
+
+    @field_validator("cpu")
+    @classmethod
+    def _some_cpu(cls, cpu: str) -> str:
+        if parse_quantity(cpu) <= 0:
+            raise ValueError("must be more than 0")
+        return cpu
+
+
+class PoolSpec(_Model):
+    mode: Annotated[PoolMode, Field(strict=False)] = PoolMode.TRANSACTION
+    default_pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1, le=MAX_POOL_SIZE)
+    max_client_connections: int = Field(
+        default=DEFAULT_MAX_CLIENT_CONNECTIONS, ge=1, le=MAX_CLIENT_CONNECTIONS
+    )
+
+    @model_validator(mode="after")
+    def _pool_fits_clients(self) -> Self:
+        if self.default_pool_size > self.max_client_connections:
+            raise ValueError("defaultPoolSize must not exceed maxClientConnections")
+        return self
+
+
+class PostgresqlSpec(_Model):
+    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+
+    @field_validator("parameters")
+    @classmethod
+    def _no_forbidden_parameters(cls, parameters: dict[str, str]) -> dict[str, str]:
+        for key in sorted(parameters):
+            if key in FORBIDDEN_PARAMETERS:
+                raise ValueError(f"{key} cannot be set: {FORBIDDEN_PARAMETERS[key]}")
+        return parameters
+
+
+class BackupsSpec(_Model):
+    enabled: bool = True
+    retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=1, le=MAX_RETENTION_DAYS)
+
+
+class DatabaseSpec(_Model):
+    postgres_version: int = Field(default=names.POSTGRES_MAJOR, ge=17, le=17)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    pool: PoolSpec = Field(default_factory=PoolSpec)
+    postgresql: PostgresqlSpec = Field(default_factory=PostgresqlSpec)
+    backups: BackupsSpec = Field(default_factory=BackupsSpec)
+    deletion_policy: Annotated[DeletionPolicy, Field(strict=False)] = DeletionPolicy.RETAIN
+
+
+class BackupSpec(_Model):
+    database: Slug
+
+
+class _Metadata(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+    name: Slug
+    namespace: str = Field(default=DEFAULT_NAMESPACE, max_length=63, pattern=names.SLUG_PATTERN)
+    uid: str | None = None
+
+
+class ManagedDatabase(BaseModel):
+    """A parsed ManagedDatabase: who it is and what it wants. Everything else derives from it."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    namespace: str
+    uid: str | None
+    spec: DatabaseSpec
+
+    @property
+    def slug(self) -> str:
+        return self.name
+
+    @property
+    def backup_minute_of_day(self) -> int:
+        """A stable minute in 00:00–05:59 UTC, spread by namespace and slug so that a thousand
+        databases do not dump in the same second."""
+        digest = hashlib.sha256(f"{self.namespace}/{self.name}".encode()).digest()
+        return int.from_bytes(digest[:4], "big") % (6 * 60)
+
+    @property
+    def backup_schedule(self) -> str:
+        minute = self.backup_minute_of_day
+        return f"{minute % 60} {minute // 60} * * *"
+
+
+class DatabaseBackup(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    namespace: str
+    uid: str | None
+    spec: BackupSpec
+
+
+def parse_database(document: Mapping[str, Any]) -> ManagedDatabase:
+    """Parse a ManagedDatabase document (as applied by a user, or as read from the API)."""
+    metadata, spec = _parse_document(document, names.KIND_DATABASE, DatabaseSpec)
+    return ManagedDatabase(
+        name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, spec=spec
+    )
+
+
+def parse_backup(document: Mapping[str, Any]) -> DatabaseBackup:
+    metadata, spec = _parse_document(document, names.KIND_BACKUP, BackupSpec)
+    return DatabaseBackup(
+        name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, spec=spec
+    )
+
+
+def check_update(old: DatabaseSpec, new: DatabaseSpec) -> None:
+    """Refuse changes the running database cannot take (the CRD's CEL rules say the same)."""
+    problems: list[FieldProblem] = []
+    if new.postgres_version != old.postgres_version:
+        problems.append(
+            FieldProblem(
+                "spec.postgresVersion",
+                f"cannot change from {old.postgres_version} to {new.postgres_version}",
+                "create a new ManagedDatabase and restore a backup into it",
+            )
+        )
+    if parse_quantity(new.storage.size) < parse_quantity(old.storage.size):
+        problems.append(
+            FieldProblem(
+                "spec.storage.size",
+                f"cannot shrink from {old.storage.size} to {new.storage.size}",
+                f"keep it at {old.storage.size} or larger",
+            )
+        )
+    if new.storage.storage_class_name != old.storage.storage_class_name:
+        problems.append(
+            FieldProblem(
+                "spec.storage.storageClassName",
+                "cannot change once the volume exists",
+                f"set it back to {old.storage.storage_class_name!r}",
+            )
+        )
+    if problems:
+        raise ForbiddenChange(problems)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _parse_document(
+    document: Mapping[str, Any], kind: str, spec_model: type[_M]
+) -> tuple[_Metadata, _M]:
+    """Validate the whole document and report every problem at once, not just the first."""
+    if not isinstance(document, Mapping):
+        raise InvalidSpec([FieldProblem("(document)", "is not a mapping", f"write a {kind}")])
+    problems: list[FieldProblem] = []
+    if document.get("apiVersion") != names.API_VERSION:
+        problems.append(
+            FieldProblem(
+                "apiVersion",
+                f"is {document.get('apiVersion')!r}",
+                f"set apiVersion: {names.API_VERSION}",
+            )
+        )
+    if document.get("kind") != kind:
+        problems.append(FieldProblem("kind", f"is {document.get('kind')!r}", f"set kind: {kind}"))
+    metadata = _collect(_Metadata, document.get("metadata") or {}, "metadata", problems)
+    spec = _collect(spec_model, document.get("spec") or {}, "spec", problems)
+    if problems or metadata is None or spec is None:
+        raise InvalidSpec(problems)
+    return metadata, spec
+
+
+def _collect(model: type[_M], data: Any, root: str, problems: list[FieldProblem]) -> _M | None:
+    try:
+        return model.model_validate(data, by_alias=True)
+    except ValidationError as e:
+        problems.extend(_problem(root, error) for error in e.errors())
+        return None
+
+
+_FIELD_HINTS: Final[Mapping[str, str]] = {
+    "metadata.name": (
+        f"use 1-{names.SLUG_MAX_LENGTH} lowercase letters, digits and hyphens, "
+        "starting with a letter and ending with a letter or digit (e.g. my-app)"
+    ),
+    "metadata.namespace": "use a valid namespace name (lowercase letters, digits, hyphens)",
+    "spec.database": "name an existing ManagedDatabase in this namespace (e.g. my-app)",
+    "spec.storage.size": f"write a quantity between {MIN_STORAGE} and {MAX_STORAGE}, e.g. 10Gi",
+    "spec.resources.memory": f"write a quantity of at least {MIN_MEMORY}, e.g. 1Gi",
+    "spec.resources.cpu": "write a positive quantity, e.g. 500m or 2",
+}
+
+
+def _problem(root: str, error: Mapping[str, Any]) -> FieldProblem:
+    # Pydantic marks a bad mapping key with a trailing "[key]"; the key itself names the field.
+    path = ".".join([root, *(str(part) for part in error["loc"] if part != "[key]")])
+    kind = error["type"]
+    context = error.get("ctx") or {}
+    if kind == "extra_forbidden":
+        return FieldProblem(path, "is not a known field", "remove it (check its spelling)")
+    if kind == "missing":
+        return FieldProblem(path, "is required", "add it")
+    if kind == "value_error":
+        return FieldProblem(path, str(context.get("error", error["msg"])), _fix_for(path))
+    if path in _FIELD_HINTS:
+        return FieldProblem(path, _describe(error), _FIELD_HINTS[path])
+    if kind in ("greater_than_equal", "less_than_equal"):
+        bound = "at least" if kind == "greater_than_equal" else "at most"
+        limit = context.get("ge", context.get("le"))
+        return FieldProblem(path, _describe(error), f"use a whole number {bound} {limit}")
+    if kind in ("int_type", "int_parsing"):
+        return FieldProblem(path, "must be a whole number", "write it without quotes, e.g. 20")
+    if kind in ("bool_type", "bool_parsing"):
+        return FieldProblem(path, "must be true or false", "write true or false without quotes")
+    if kind in ("string_type",):
+        return FieldProblem(path, "must be a string", 'quote the value, e.g. "200"')
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return FieldProblem(path, "must be a mapping", "write it as key: value pairs")
+    if kind == "enum":
+        return FieldProblem(path, _describe(error), f"use one of {context.get('expected')}")
+    if kind == "string_pattern_mismatch" and path.startswith("spec.postgresql.parameters."):
+        return FieldProblem(
+            path, "is not a PostgreSQL parameter name", "use lowercase names like work_mem"
+        )
+    return FieldProblem(path, _describe(error), "correct the value")
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    if error["type"] == "string_pattern_mismatch":
+        return f"{error['input']!r} is not allowed here"
+    if error["type"] == "string_too_long":
+        return f"is longer than {error.get('ctx', {}).get('max_length')} characters"
+    message = str(error["msg"])
+    return message[0].lower() + message[1:] if message else "is invalid"
+
+
+def _fix_for(path: str) -> str:
+    if path == "spec.pool":
+        return "make maxClientConnections at least defaultPoolSize"
+    if path == "spec.postgresql.parameters":
+        return "remove that parameter; the message says what to set instead"
+    return _FIELD_HINTS.get(path, "correct the value")
