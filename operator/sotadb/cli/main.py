@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sotadb.cli import render_command
+from sotadb.cli import docker_commands, render_command
 
 app = typer.Typer(
     name="sotadb",
@@ -14,6 +14,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("render")(render_command.render)
+docker_commands.register(app)
 
 
 @app.callback()

@@ -21,7 +21,13 @@ from sotadb import names
 from sotadb.credentials import Credentials, Endpoint
 from sotadb.docker import engine
 from sotadb.docker.state import DatabaseState, StateStore
-from sotadb.docker.translate import LABEL_PLAN_HASH, Catalog, ContainerPlan, default_labels, translate
+from sotadb.docker.translate import (
+    LABEL_PLAN_HASH,
+    Catalog,
+    ContainerPlan,
+    default_labels,
+    translate,
+)
 from sotadb.errors import ProvisioningFailed
 from sotadb.render import Images, render_objects
 from sotadb.render.meta import Manifest
@@ -218,8 +224,8 @@ class DockerRuntime:
         """PgBouncer's address on the database's bridge network: the fast path from this host
         (published ports go through docker-proxy at about half the throughput)."""
         container = engine.find_container(self.client, names.pooler_name(slug))
-        address = None if container is None else engine.container_ip(
-            container, names.network_name(slug)
+        address = (
+            None if container is None else engine.container_ip(container, names.network_name(slug))
         )
         if address is None:
             raise ProvisioningFailed(f"{names.pooler_name(slug)} is not running (fix: sotadb up)")
@@ -261,8 +267,9 @@ class DockerRuntime:
     # ---------------------------------------------------------------- down and status
 
     def down(self, slug: str, *, purge: bool = False, progress: Progress = _quiet) -> None:
-        for container in engine.labelled(self.client, {names.LABEL_INSTANCE: slug,
-                                                       names.LABEL_MANAGED_BY: names.MANAGED_BY}):
+        for container in engine.labelled(
+            self.client, {names.LABEL_INSTANCE: slug, names.LABEL_MANAGED_BY: names.MANAGED_BY}
+        ):
             progress(f"removing {container.name}")
             engine.remove_container(container, timeout=60)
         network = engine.find_network(self.client, names.network_name(slug))
@@ -321,4 +328,8 @@ def _free_port() -> int:
 
 
 def minimal_document(slug: str) -> dict[str, Any]:
-    return {"apiVersion": names.API_VERSION, "kind": names.KIND_DATABASE, "metadata": {"name": slug}}
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND_DATABASE,
+        "metadata": {"name": slug},
+    }

@@ -139,9 +139,7 @@ class StateStore:
 
     def _seal(self, slug: str, payload: Mapping[str, str]) -> dict[str, str]:
         nonce = secrets.token_bytes(NONCE_BYTES)
-        ciphertext = AESGCM(self._key()).encrypt(
-            nonce, json.dumps(payload).encode(), slug.encode()
-        )
+        ciphertext = AESGCM(self._key()).encrypt(nonce, json.dumps(payload).encode(), slug.encode())
         return {
             "algorithm": "AES-256-GCM",
             "nonce": base64.b64encode(nonce).decode(),

@@ -70,7 +70,9 @@ class Catalog:
         try:
             document = self.objects[(kind, name)]
         except KeyError:
-            raise TranslationError(f"the pod refers to {kind} {name}, which is not rendered") from None
+            raise TranslationError(
+                f"the pod refers to {kind} {name}, which is not rendered"
+            ) from None
         raw = document.get("data") or {}
         if kind == "Secret":
             return {key: base64.b64decode(value).decode() for key, value in raw.items()}
@@ -127,7 +129,7 @@ def translate(
             raise TranslationError(f"volumeMount {mount['name']} has no volume")
         if "emptyDir" in volume:
             size = _bytes((volume["emptyDir"] or {}).get("sizeLimit"))
-            if target == "/dev/shm":
+            if target == "/dev/shm":  # noqa: S108 - a path inside the container
                 shm_size = size
             else:
                 tmpfs[target] = _tmpfs_options(pod.get("securityContext") or {}, size)
@@ -253,7 +255,9 @@ def _healthcheck(probe: Mapping[str, Any], startup: Mapping[str, Any] | None) ->
         raise TranslationError("only exec and tcpSocket probes translate to a healthcheck")
     start_period = 0
     if startup is not None:
-        start_period = int(startup.get("periodSeconds", 10)) * int(startup.get("failureThreshold", 3))
+        start_period = int(startup.get("periodSeconds", 10)) * int(
+            startup.get("failureThreshold", 3)
+        )
     return {
         "test": test,
         "interval": int(probe.get("periodSeconds", 10)) * NANOSECONDS,

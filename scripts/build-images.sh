@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Build sotadb's container images on the local Docker engine.
+#
+#   scripts/build-images.sh [--force]
+#
+# 1. scripts/ensure-docker.sh       (start dockerd if nothing answers)
+# 2. scripts/ensure-base-image.sh   (debian:trixie-slim: local, pulled, or debootstrapped)
+# 3. docker build, each only when its tag is missing (--force: always):
+#      sotadb/postgres:17      from operator/images/postgres
+#      sotadb/pgbouncer:1.24   from operator/images/pgbouncer
+#      sotadb/operator:<version in pyproject.toml>  from operator/Dockerfile (repository root
+#                              as context), skipped while that Dockerfile does not exist
+# --force rebuilds the images (with --pull=false, --no-cache) but not the base image;
+# run scripts/ensure-base-image.sh --force for that.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+force=0
+for arg in "$@"; do
+    case $arg in
+        --force) force=1 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) printf 'build-images: unknown argument %s\n' "$arg" >&2; exit 2 ;;
+    esac
+done
+
+say() { printf 'build-images: %s\n' "$*"; }
+die() { printf 'build-images: ERROR: %s\n' "$*" >&2; exit 1; }
+
+"$ROOT/scripts/ensure-docker.sh"
+"$ROOT/scripts/ensure-base-image.sh"
+
+operator_version=$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$ROOT/pyproject.toml" | head -n1)
+
+# A digest of the files an image is built from: an image whose label differs is stale (the
+# Dockerfile or entrypoint changed since it was built) and is rebuilt, even though its tag exists.
+source_digest() {
+    (cd "$ROOT" && find "$@" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 \
+        | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+}
+
+# build TAG CONTEXT DOCKERFILE SOURCE...
+build() {
+    local tag=$1 context=$2 dockerfile=$3 t log digest
+    shift 3
+    digest=$(source_digest "$@")
+    if [ "$force" -eq 0 ] && [ "$(docker image inspect -f '{{ index .Config.Labels "sota.io/source-digest" }}' "$tag" 2>/dev/null)" = "$digest" ]; then
+        say "$tag: up to date, skipped (--force to rebuild)"
+        return 0
+    fi
+    say "$tag: building from ${dockerfile#"$ROOT"/}"
+    local previous
+    previous=$(docker image inspect -f '{{.Id}}' "$tag" 2>/dev/null || true)
+    t=$(date +%s)
+    log=$(mktemp /tmp/sotadb-build.XXXXXX.log)
+    local -a extra=()
+    [ "$force" -eq 1 ] && extra+=(--no-cache)
+    # The base image exists only locally: never try to pull it.
+    if ! DOCKER_BUILDKIT=0 docker build --pull=false "${extra[@]}" \
+            --label "org.opencontainers.image.source=sotadb" \
+            --label "sota.io/source-digest=$digest" \
+            --label "org.opencontainers.image.revision=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+            -t "$tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
+        tail -n 40 "$log" >&2
+        die "$tag: docker build failed (full log: $log)"
+    fi
+    rm -f "$log"
+    # A rebuild leaves the previous image untagged: remove it unless something still uses it.
+    if [ -n "$previous" ] && [ "$previous" != "$(docker image inspect -f '{{.Id}}' "$tag")" ] \
+            && [ "$(docker image inspect -f '{{len .RepoTags}}' "$previous" 2>/dev/null)" = 0 ]; then
+        docker image rm "$previous" >/dev/null 2>&1 || true
+    fi
+    say "$tag: built in $(( $(date +%s) - t ))s, $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
+}
+
+build sotadb/postgres:17 "$ROOT/operator/images/postgres" "$ROOT/operator/images/postgres/Dockerfile" \
+    operator/images/postgres
+build sotadb/pgbouncer:1.24 "$ROOT/operator/images/pgbouncer" "$ROOT/operator/images/pgbouncer/Dockerfile" \
+    operator/images/pgbouncer
+if [ -f "$ROOT/operator/Dockerfile" ]; then
+    [ -n "$operator_version" ] || die "could not read the version from pyproject.toml"
+    build "sotadb/operator:$operator_version" "$ROOT" "$ROOT/operator/Dockerfile" \
+        operator/Dockerfile operator/sotadb pyproject.toml
+else
+    say "sotadb/operator: operator/Dockerfile does not exist yet, skipped"
+fi
+say "done"

@@ -1,0 +1,111 @@
+"""`sotadb render -f FILE`: the preview users diff in GitOps."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sotadb.cli.main import app
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "manifests" / "examples").glob("*.yaml"))
+runner = CliRunner()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "db.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+MINIMAL = "apiVersion: sota.io/v1\nkind: ManagedDatabase\nmetadata: {name: my-app}\n"
+
+
+def database_examples() -> list[Path]:
+    return [p for p in EXAMPLES if "kind: ManagedDatabase" in p.read_text(encoding="utf-8")]
+
+
+def test_examples_exist():
+    assert len(database_examples()) >= 2
+
+
+@pytest.mark.parametrize("example", database_examples(), ids=lambda p: p.stem)
+def test_render_prints_valid_objects_for_each_example(example):
+    result = runner.invoke(app, ["render", "-f", str(example)])
+    assert result.exit_code == 0, result.output
+    documents = [d for d in yaml.safe_load_all(result.stdout) if d]
+    assert len(documents) == 12
+    for document in documents:
+        kubernetes_validate.validate(document, "1.33", strict=False)
+
+
+def test_secrets_are_redacted_unless_asked(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    redacted = runner.invoke(app, ["render", "-f", str(path)])
+    secrets = [d for d in yaml.safe_load_all(redacted.stdout) if d and d["kind"] == "Secret"]
+    assert secrets
+    assert all(set(s["data"].values()) == {"<redacted>"} for s in secrets)
+    shown = runner.invoke(app, ["render", "-f", str(path), "--show-secrets"])
+    revealed = [d for d in yaml.safe_load_all(shown.stdout) if d and d["kind"] == "Secret"]
+    assert all("<redacted>" not in s["data"].values() for s in revealed)
+
+
+def test_previews_are_byte_identical_so_they_diff_cleanly(tmp_path):
+    path = write(tmp_path, MINIMAL)
+    first = runner.invoke(app, ["render", "-f", str(path)]).stdout
+    assert first == runner.invoke(app, ["render", "-f", str(path)]).stdout
+
+
+def test_json_output_is_a_list(tmp_path):
+    result = runner.invoke(app, ["render", "-f", str(write(tmp_path, MINIMAL)), "-o", "json"])
+    assert result.exit_code == 0
+    document = json.loads(result.stdout)
+    assert document["kind"] == "List"
+    assert len(document["items"]) == 12
+
+
+def test_several_databases_in_one_file(tmp_path):
+    text = MINIMAL + "---\n" + MINIMAL.replace("my-app", "other")
+    result = runner.invoke(app, ["render", "-f", str(write(tmp_path, text))])
+    assert result.exit_code == 0
+    assert len([d for d in yaml.safe_load_all(result.stdout) if d]) == 24
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(MINIMAL.replace("my-app", "My_App"), "metadata.name", id="bad-name"),
+        pytest.param(
+            MINIMAL + "spec: {pool: {defaultPoolSize: 0}}\n",
+            "spec.pool.defaultPoolSize",
+            id="bad-pool",
+        ),
+        pytest.param("a: [", "not valid YAML at line 1", id="bad-yaml"),
+        pytest.param("", "holds no ManagedDatabase", id="empty"),
+        pytest.param("- a\n- b\n", "holds no ManagedDatabase", id="a-list"),
+    ],
+)
+def test_bad_input_exits_2_with_the_field_and_no_traceback(tmp_path, text, expected):
+    result = runner.invoke(app, ["render", "-f", str(write(tmp_path, text))])
+    assert result.exit_code == 2
+    assert expected in result.stderr
+    assert "fix:" in result.stderr
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+
+
+def test_a_bad_document_among_good_ones_prints_nothing(tmp_path):
+    text = MINIMAL + "---\n" + MINIMAL.replace("my-app", "Bad")
+    result = runner.invoke(app, ["render", "-f", str(write(tmp_path, text))])
+    assert result.exit_code == 2
+    assert result.stdout == ""
+
+
+def test_a_missing_file_is_explained(tmp_path):
+    result = runner.invoke(app, ["render", "-f", str(tmp_path / "nope.yaml")])
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
