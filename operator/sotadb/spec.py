@@ -40,6 +40,9 @@ DEFAULT_CPU: Final = "500m"
 DEFAULT_RETENTION_DAYS: Final = 7
 MAX_RETENTION_DAYS: Final = 365
 PARAMETER_NAME_PATTERN: Final = r"^[a-z][a-z0-9_.]*$"
+# The CRD's CEL rules over parameters need a bound on their number (API server cost limits).
+MAX_PARAMETERS: Final = 128
+NAMESPACE_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # DNS-1123 label
 
 # Parameters the user may not set, and what to do instead. They wire the server into its
 # container (paths, listeners, auth) or are derived from other fields.
@@ -61,7 +64,7 @@ Slug = Annotated[
     str,
     StringConstraints(min_length=1, max_length=names.SLUG_MAX_LENGTH, pattern=names.SLUG_PATTERN),
 ]
-Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
+Quantity = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY_PATTERN)]
 ParameterName = Annotated[str, StringConstraints(max_length=63, pattern=PARAMETER_NAME_PATTERN)]
 ParameterValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
@@ -136,7 +139,9 @@ class PoolSpec(_Model):
 
 
 class PostgresqlSpec(_Model):
-    parameters: dict[ParameterName, ParameterValue] = Field(default_factory=dict)
+    parameters: dict[ParameterName, ParameterValue] = Field(
+        default_factory=dict, max_length=MAX_PARAMETERS
+    )
 
     @field_validator("parameters")
     @classmethod
@@ -169,7 +174,7 @@ class BackupSpec(_Model):
 class _Metadata(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
     name: Slug
-    namespace: str = Field(default=DEFAULT_NAMESPACE, max_length=63, pattern=names.SLUG_PATTERN)
+    namespace: str = Field(default=DEFAULT_NAMESPACE, max_length=63, pattern=NAMESPACE_PATTERN)
     uid: str | None = None
 
 
