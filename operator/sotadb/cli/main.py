@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from sotadb.cli import docker_commands, render_command
+from sotadb.cli import docker_commands, operator_command, render_command
 
 app = typer.Typer(
     name="sotadb",
@@ -15,6 +15,7 @@ app = typer.Typer(
 )
 app.command("render")(render_command.render)
 docker_commands.register(app)
+app.command("operator")(operator_command.operator)
 
 
 @app.callback()

@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: a kopf operator whose handlers only observe → render → apply → report."""
