@@ -28,6 +28,7 @@ from sotadb.render import Images
 from sotadb.spec import DeletionPolicy
 
 INDEX_PREFIX: Final = "owned_"
+DATABASE_INDEX: Final = "databases"
 RETRY_DELAY: Final = 5.0
 MANAGED: Final = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 DATABASES: Final = (names.GROUP, names.VERSION, names.PLURAL_DATABASE)
@@ -39,6 +40,16 @@ class OperatorConfig:
     images: Images = field(default_factory=Images)
     kubeconfig: str | None = None
     resync_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class DatabaseSnapshot:
+    """What workload events need of their owner, kept current by a kopf index."""
+
+    reference: dict[str, Any]  # apiVersion, kind, name, namespace, uid: enough for an Event
+    status: dict[str, Any]
+    backups_enabled: bool
+    deleting: bool
 
 
 def index_name(resource: resources.Resource) -> str:
@@ -140,24 +151,39 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         registry=registry,
     )(reconcile)
 
+    @kopf.index(*DATABASES, id=DATABASE_INDEX, registry=registry)
+    def database_snapshot(body: kopf.Body, **_: Any) -> dict[tuple[str, str], DatabaseSnapshot]:
+        metadata = body.get("metadata") or {}
+        backups = ((body.get("spec") or {}).get("backups") or {}).get("enabled", True)
+        reference = {
+            "apiVersion": body.get("apiVersion"),
+            "kind": body.get("kind"),
+            "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
+        }
+        snapshot = DatabaseSnapshot(
+            reference=reference,
+            status=dict(body.get("status") or {}),
+            backups_enabled=bool(backups),
+            deleting=bool(metadata.get("deletionTimestamp")),
+        )
+        return {(str(metadata.get("namespace")), str(metadata.get("name"))): snapshot}
+
     def workload_changed(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
         """A StatefulSet, Deployment or CronJob of ours changed: refresh its owner's status."""
         key = instance_key(body)
         api = memo.get("api")
-        if key is None or not isinstance(api, KubeApi):
+        owners = kwargs.get(DATABASE_INDEX)
+        if key is None or not isinstance(api, KubeApi) or owners is None or key not in owners:
             return
         namespace, slug = key
-        owner = api.get(resources.MANAGED_DATABASE, namespace, slug)
-        if owner is None or (owner.get("metadata") or {}).get("deletionTimestamp"):
-            return
-        current = owner.get("status") or {}
-        if current.get("phase") in (None, status.PHASE_FAILED):
+        (owner,) = owners[key]
+        current = owner.status
+        if owner.deleting or current.get("phase") in (None, status.PHASE_FAILED):
             return  # the reconcile reports first (and a failed spec keeps its reason)
         observed = observed_for(namespace, slug, kwargs)
-        # The index may not have this very event yet: take the event's own body.
+        # The index may not hold this very event yet: take the event's own body.
         observed = Observed.of([*observed.objects.values(), observe(body)])
-        backups = ((owner.get("spec") or {}).get("backups") or {}).get("enabled", True)
-        conditions = status.workload_conditions(slug, observed, bool(backups))
+        conditions = status.workload_conditions(slug, observed, owner.backups_enabled)
         phase = status.PHASE_READY if conditions[0].status else status.PHASE_PROVISIONING
         patch = status.status_patch(
             current=current,
@@ -174,7 +200,9 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         )
         if phase == status.PHASE_READY and current.get("phase") != status.PHASE_READY:
             logger.info("%s/%s is ready", namespace, slug)
-            kopf.info(kopf.Body(cast(Any, owner)), reason="Ready", message=_ready_message(slug))
+            kopf.info(
+                kopf.Body(cast(Any, owner.reference)), reason="Ready", message=_ready_message(slug)
+            )
 
     for resource in (resources.STATEFUL_SET, resources.DEPLOYMENT, resources.CRON_JOB):
         kopf.on.event(

@@ -16,7 +16,7 @@ from sotadb import names
 from sotadb.credentials import Credentials, is_valid_password
 from sotadb.kube import resources, status
 from sotadb.kube.api import KubeApi
-from sotadb.kube.observe import Observed, observe
+from sotadb.kube.observe import Observed, ObservedObject, observe
 from sotadb.quantity import parse_quantity
 from sotadb.render import Images, render_objects
 from sotadb.render.meta import Manifest, manifest, spec_hash
@@ -111,18 +111,22 @@ class Reconciler:
             keep_immutable_claims(d, observed) if d["kind"] == "StatefulSet" else d for d in desired
         ]
         written: list[str] = []
+        served: list[ObservedObject] = []
         for document in plan_writes(desired, observed):
             if (
                 document["kind"] == "Secret"
-                and document["metadata"]["name"] == (names.app_secret_name(db.slug))
+                and document["metadata"]["name"] == names.app_secret_name(db.slug)
                 and observed.get("Secret", names.app_secret_name(db.slug)) is None
             ):
                 # POST, never apply: a Secret created meanwhile answers 409 (retried, then
                 # adopted) instead of being overwritten with a new password.
-                self.api.create(document)
+                response = self.api.create(document)
             else:
-                self.api.apply(document)
+                response = self.api.apply(document)
+            served.append(observe(response or document))
             written.append(f"{document['kind']}/{document['metadata']['name']}")
+        # What was just written exists now, even before its watch event reaches the index.
+        observed = Observed.of([*observed.objects.values(), *served])
         written += self._grow_storage(db, observed)
 
         conditions = status.workload_conditions(db.slug, observed, db.spec.backups.enabled)
@@ -143,10 +147,10 @@ class Reconciler:
     def credentials(self, db: ManagedDatabase, observed: Observed) -> Credentials:
         """The existing app Secret is the source of truth; a password is generated only when no
         Secret exists, and then created with POST so a concurrent one is never overwritten."""
+        # kopf fills the indexes before any handler runs, so a Secret missing from them does not
+        # exist, or was created a moment ago by us: then the POST below answers 409, and the
+        # retry finds it in the index and adopts it.
         app = observed.secret_data(names.app_secret_name(db.slug))
-        if app is None:
-            found = self.api.get(resources.SECRET, db.namespace, names.app_secret_name(db.slug))
-            app = dict(observe(found).data) if found is not None else None
         auth = observed.secret_data(names.auth_secret_name(db.slug)) or {}
         if app is not None and is_valid_password(app.get("PGPASSWORD", "")):
             return Credentials.adopt(app["PGPASSWORD"], auth.get(AUTH_VERIFIER_KEY))
