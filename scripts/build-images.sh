@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build sotadb's container images on the local Docker engine.
 #
-#   scripts/build-images.sh [--force]
+#   scripts/build-images.sh [--force] [postgres] [pgbouncer] [operator]   (default: the first two)
 #
 # 1. scripts/ensure-docker.sh       (start dockerd if nothing answers)
 # 2. scripts/ensure-base-image.sh   (debian:trixie-slim: local, pulled, or debootstrapped)
@@ -16,13 +16,18 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 force=0
+targets=()
 for arg in "$@"; do
     case $arg in
         --force) force=1 ;;
+        postgres|pgbouncer|operator) targets+=("$arg") ;;
         -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) printf 'build-images: unknown argument %s\n' "$arg" >&2; exit 2 ;;
     esac
 done
+# The data plane by default; the operator image only when asked (kind-up, the e2e tier).
+((${#targets[@]})) || targets=(postgres pgbouncer)
+wanted() { [[ " ${targets[*]} " == *" $1 "* ]]; }
 
 say() { printf 'build-images: %s\n' "$*"; }
 die() { printf 'build-images: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -73,15 +78,17 @@ build() {
     say "$tag: built in $(( $(date +%s) - t ))s, $(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}')"
 }
 
-build sotadb/postgres:17 "$ROOT/operator/images/postgres" "$ROOT/operator/images/postgres/Dockerfile" \
-    operator/images/postgres
-build sotadb/pgbouncer:1.24 "$ROOT/operator/images/pgbouncer" "$ROOT/operator/images/pgbouncer/Dockerfile" \
-    operator/images/pgbouncer
-if [ -f "$ROOT/operator/Dockerfile" ]; then
+if wanted postgres; then
+    build sotadb/postgres:17 "$ROOT/operator/images/postgres" \
+        "$ROOT/operator/images/postgres/Dockerfile" operator/images/postgres
+fi
+if wanted pgbouncer; then
+    build sotadb/pgbouncer:1.24 "$ROOT/operator/images/pgbouncer" \
+        "$ROOT/operator/images/pgbouncer/Dockerfile" operator/images/pgbouncer
+fi
+if wanted operator; then
     [ -n "$operator_version" ] || die "could not read the version from pyproject.toml"
     build "sotadb/operator:$operator_version" "$ROOT" "$ROOT/operator/Dockerfile" \
         operator/Dockerfile operator/sotadb pyproject.toml
-else
-    say "sotadb/operator: operator/Dockerfile does not exist yet, skipped"
 fi
 say "done"
