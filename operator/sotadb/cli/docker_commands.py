@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ from sotadb import names
 from sotadb.credentials import Endpoint
 from sotadb.docker import engine
 from sotadb.docker.runtime import HOST_ADDRESS, DockerRuntime, minimal_document
-from sotadb.docker.state import StateStore
+from sotadb.docker.state import DatabaseState, StateStore
 from sotadb.errors import FieldProblem, InvalidSpec, SotadbError
 
 from . import output
@@ -126,29 +127,86 @@ def down(
         progress_console.print(f"[green]{name} is down[/green]{kept}")
 
 
+def _stored(name: str) -> DatabaseState:
+    state = StateStore().load(name)
+    if state is None:
+        raise SotadbError(f"no database {name} on this host (fix: `sotadb up {name}`)")
+    return state
+
+
+def _environment(state: DatabaseState, *, host_port: bool) -> dict[str, str]:
+    """The app's variables: for containers on the database's network, or for this host."""
+    pooler = direct = None
+    if host_port:
+        pooler = Endpoint(HOST_ADDRESS, state.host_ports[names.pooler_name(state.slug)])
+        direct = Endpoint(HOST_ADDRESS, state.host_ports[names.postgres_name(state.slug)])
+    return creds.app_environment(
+        state.slug, state.credentials.password, pooler=pooler, direct=direct
+    )
+
+
+HostPort = Annotated[
+    bool, typer.Option("--host-port", help="Reach it from this host via a port on 127.0.0.1.")
+]
+ShowPassword = Annotated[bool, typer.Option("--show-password", help="Print the real password.")]
+
+
 def url(
     name: Annotated[str, typer.Argument(help="Database name (the slug).")],
     direct: Annotated[
         bool, typer.Option("--direct", help="Bypass PgBouncer (for migrations).")
     ] = False,
-    host_port: Annotated[
-        bool,
-        typer.Option("--host-port", help="Reach it from this host via a port on 127.0.0.1."),
-    ] = False,
-    show_password: Annotated[bool, typer.Option("--show-password")] = False,
+    host_port: HostPort = False,
+    show_password: ShowPassword = False,
 ) -> None:
     """Print the URL apps use (on the database's Docker network, or from this host)."""
     with user_errors():
-        state = StateStore().load(name)
-        if state is None:
-            raise SotadbError(f"no database {name} on this host (fix: `sotadb up {name}`)")
-        password = state.credentials.password
-        container = names.postgres_name(name) if direct else names.pooler_name(name)
-        endpoint = None
-        if host_port:
-            endpoint = Endpoint(HOST_ADDRESS, state.host_ports[container])
-        builder = creds.direct_database_url if direct else creds.database_url
-        output.emit(_mask(builder(name, password, endpoint), password, show_password))
+        state = _stored(name)
+        key = "DIRECT_DATABASE_URL" if direct else "DATABASE_URL"
+        value = _environment(state, host_port=host_port)[key]
+        output.emit(_mask(value, state.credentials.password, show_password))
+
+
+def env(
+    name: Annotated[str, typer.Argument(help="Database name (the slug).")],
+    host_port: HostPort = False,
+    show_password: ShowPassword = False,
+) -> None:
+    """Print the app's variables in .env form (`sotadb env NAME --show-password > .env`)."""
+    with user_errors():
+        state = _stored(name)
+        for key, value in _environment(state, host_port=host_port).items():
+            output.emit(f"{key}={_mask(value, state.credentials.password, show_password)}")
+
+
+def run(
+    name: Annotated[str, typer.Argument(help="Database name (the slug).")],
+    command: Annotated[list[str], typer.Argument(help="The command, after --.")],
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the database.")] = 120,
+) -> None:
+    """Run a command on this host with DATABASE_URL and friends set, once the database answers
+    a query (so migrations in a start command never meet "connection refused")."""
+    with user_errors():
+        state = _stored(name)
+        DockerRuntime().wait_until_ready(name, state.credentials, timeout=timeout)
+        environment = {**os.environ, **_environment(state, host_port=True)}
+        try:
+            os.execvpe(command[0], command, environment)  # noqa: S606 - the user's command
+        except OSError as e:
+            raise SotadbError(f"cannot run {command[0]}: {e.strerror}") from None
+
+
+def attach(
+    name: Annotated[str, typer.Argument(help="Database name (the slug).")],
+    container: Annotated[str, typer.Argument(help="The app container to connect.")],
+) -> None:
+    """Connect an app container to the database's network, so the URL's host names resolve."""
+    with user_errors():
+        runtime = DockerRuntime()
+        network = names.network_name(name)
+        attached = runtime.attach(name, container)
+        verb = "connected to" if attached else "already on"
+        progress_console.print(f"[green]{container}[/green] {verb} {network}")
 
 
 def status(
@@ -174,5 +232,8 @@ def status(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (up, down, url, status):
+    for command in (up, down, url, env, status, attach):
         app.command(command.__name__)(command)
+    app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(
+        run
+    )

@@ -264,6 +264,19 @@ class DockerRuntime:
                     f"(fix: read `docker logs {name}`)"
                 )
 
+    def attach(self, slug: str, container: str) -> bool:
+        """Connect an app container to the database's network; False if it already was."""
+        network = engine.find_network(self.client, names.network_name(slug))
+        if network is None:
+            raise ProvisioningFailed(f"{slug} has no network (fix: `sotadb up {slug}`)")
+        target = engine.find_container(self.client, container)
+        if target is None:
+            raise ProvisioningFailed(f"no container {container} (fix: check `docker ps`)")
+        if network.name in target.attrs["NetworkSettings"]["Networks"]:
+            return False
+        engine.call(f"connect {container} to {network.name}", lambda: network.connect(target))
+        return True
+
     # ---------------------------------------------------------------- down and status
 
     def down(self, slug: str, *, purge: bool = False, progress: Progress = _quiet) -> None:
