@@ -27,6 +27,12 @@ images: system-deps
 demo: setup images
 	bash scripts/demo.sh
 
+# A kind cluster (Secrets encrypted at rest), the operator installed from manifests/, and my-app
+# Ready. Needs kind and a registry serving its node image: not on sotadb's dev machines.
+.PHONY: kind-up
+kind-up: setup images
+	bash scripts/kind-up.sh
+
 test: setup images
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

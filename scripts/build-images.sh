@@ -88,7 +88,14 @@ if wanted pgbouncer; then
 fi
 if wanted operator; then
     [ -n "$operator_version" ] || die "could not read the version from pyproject.toml"
+    # pip inside the build must trust the same CAs as this host (e.g. a TLS-inspecting proxy);
+    # operator/Dockerfile trusts build/ca-certificates/*.crt in its build stage only.
+    mkdir -p "$ROOT/build/ca-certificates"
+    find "$ROOT/build/ca-certificates" -name '*.crt' -delete
+    for certificate in /usr/local/share/ca-certificates/*.crt; do
+        [ -e "$certificate" ] && cp "$certificate" "$ROOT/build/ca-certificates/"
+    done
     build "sotadb/operator:$operator_version" "$ROOT" "$ROOT/operator/Dockerfile" \
-        operator/Dockerfile operator/sotadb pyproject.toml
+        operator/Dockerfile operator/sotadb pyproject.toml README.md
 fi
 say "done"

@@ -40,15 +40,17 @@ def is_retryable(error: Exception) -> bool:
 
 
 def load_configuration(kubeconfig: str | None = None) -> kubernetes.client.Configuration:
-    """In a pod: the service account. Elsewhere: the given kubeconfig (the package reads
-    $KUBECONFIG at import time, so the file is always passed explicitly)."""
+    """A kubeconfig given explicitly wins; else the pod's service account; else the default
+    kubeconfig (the package reads $KUBECONFIG at import time, so a file is passed explicitly)."""
     configuration = kubernetes.client.Configuration()
-    try:
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-    except kubernetes.config.ConfigException:
-        kubernetes.config.load_kube_config(
-            config_file=kubeconfig, client_configuration=configuration
-        )
+    if kubeconfig is None:
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            pass
+        else:
+            return configuration
+    kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     return configuration
 
 

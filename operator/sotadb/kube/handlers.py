@@ -31,6 +31,7 @@ INDEX_PREFIX: Final = "owned_"
 DATABASE_INDEX: Final = "databases"
 RETRY_DELAY: Final = 5.0
 MANAGED: Final = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
+MANAGED_SELECTOR: Final = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 DATABASES: Final = (names.GROUP, names.VERSION, names.PLURAL_DATABASE)
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -86,6 +87,10 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.inactivity_timeout = 600
+        # Filter owned kinds on the server: never stream every Secret in the cluster.
+        for resource in resources.OWNED:
+            selector = (resource.group, resource.version, resource.plural)
+            settings.watching.label_selectors[selector] = MANAGED_SELECTOR
         memo["api"] = KubeApi(load_configuration(config.kubeconfig))
 
     @kopf.on.login(registry=registry)
@@ -135,7 +140,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
             patch.status[key] = value
         became_ready = outcome.status.get("phase") == status.PHASE_READY
         if became_ready and (body.get("status") or {}).get("phase") != status.PHASE_READY:
-            kopf.info(body, reason="Ready", message=_ready_message(name))
+            # kopf.event, not kopf.info: posting.level (WARNING) would drop an INFO event.
+            kopf.event(body, type="Normal", reason="Ready", message=_ready_message(name))
 
     for decorator, handler_id in (
         (kopf.on.create, "reconcile-on-create"),
@@ -200,8 +206,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         )
         if phase == status.PHASE_READY and current.get("phase") != status.PHASE_READY:
             logger.info("%s/%s is ready", namespace, slug)
-            kopf.info(
-                kopf.Body(cast(Any, owner.reference)), reason="Ready", message=_ready_message(slug)
+            kopf.event(
+                kopf.Body(cast(Any, owner.reference)),
+                type="Normal",
+                reason="Ready",
+                message=_ready_message(slug),
             )
 
     for resource in (resources.STATEFUL_SET, resources.DEPLOYMENT, resources.CRON_JOB):
