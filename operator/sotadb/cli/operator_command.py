@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import kopf
 import typer
 
 from sotadb import names
-from sotadb.kube.handlers import OperatorConfig, register
-from sotadb.render import Images
 
 
 def operator(
@@ -30,6 +27,12 @@ def operator(
     json_logs: Annotated[bool, typer.Option("--json-logs/--plain-logs")] = True,
 ) -> None:
     """Reconcile ManagedDatabases into running workloads (runs until stopped)."""
+    # Imported here: kopf costs ~0.5 s of start-up that `sotadb up` and friends need not pay.
+    import kopf
+
+    from sotadb.kube.handlers import OperatorConfig, register
+    from sotadb.render import Images
+
     registry = kopf.OperatorRegistry()
     register(
         registry,
