@@ -86,6 +86,7 @@ class FakeRuntime:
             network=slug in self.running,
             volume=state is not None,
             host_ports=dict(state.host_ports) if state else {},
+            answers=slug in self.running and self.answers,
         )
 
     def wait_until_ready(self, slug: str, credentials: Credentials, *, timeout: float = 1) -> float:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from sotadb.cli import docker_commands, operator_command, render_command
+from sotadb.cli import (
+    backup_commands,
+    docker_commands,
+    operator_command,
+    render_command,
+    serve_commands,
+)
 
 app = typer.Typer(
     name="sotadb",
@@ -16,6 +22,10 @@ app = typer.Typer(
 app.command("render")(render_command.render)
 docker_commands.register(app)
 app.command("operator")(operator_command.operator)
+app.add_typer(backup_commands.app, name="backup")
+app.command("daemon")(backup_commands.daemon)
+app.command("serve")(serve_commands.serve)
+app.add_typer(serve_commands.token_app, name="token")
 
 
 @app.callback()

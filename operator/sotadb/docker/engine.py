@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import docker
+import requests
 import docker.errors
 from docker.models.containers import Container
 from docker.models.networks import Network
@@ -24,12 +25,20 @@ class ImageMissing(SotadbError):
         super().__init__(f"image {image} is missing (fix: run `make images`, or `sotadb up` again)")
 
 
+# Docker 20.10's API; every newer engine still serves it. Naming it skips docker-py's version
+# probe, which opens (and, when no engine answers, leaks) a connection in the constructor.
+API_VERSION: Final = "1.41"
+
+
 def connect() -> docker.DockerClient:
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    client = None
     try:
-        client = docker.from_env(timeout=API_TIMEOUT)
+        client = docker.from_env(timeout=API_TIMEOUT, version=API_VERSION)
         client.ping()
-    except docker.errors.DockerException as e:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as e:
+        if client is not None:
+            client.close()
         raise RuntimeUnavailable(
             f"no Docker engine answers at {where} "
             "(fix: start one, e.g. `bash scripts/ensure-docker.sh`, or set DOCKER_HOST)"

@@ -69,11 +69,13 @@ class DatabaseStatus:
     volume: bool
     host_ports: Mapping[str, int]
 
+    answers: bool  # a real query through PgBouncer succeeded just now
+
     @property
     def ready(self) -> bool:
-        return len(self.containers) == 2 and all(
-            c.state == "running" and c.health in (None, "healthy") for c in self.containers
-        )
+        # Docker's first healthcheck comes one interval after start, so "starting" alone says
+        # little: the real query decides.
+        return self.answers and all(c.state == "running" for c in self.containers)
 
 
 class DockerRuntime:
@@ -240,10 +242,7 @@ class DockerRuntime:
         last_error = "no attempt yet"
         while time.monotonic() < deadline:
             try:
-                endpoint = self.pooler_endpoint(slug)
-                url = creds.database_url(slug, credentials.password, endpoint)
-                with psycopg.connect(url, connect_timeout=2) as connection:
-                    connection.execute("SELECT 1").fetchone()
+                self._query(slug, credentials)
                 return time.monotonic() - started
             except (psycopg.Error, ProvisioningFailed) as e:
                 # Connection errors name host and user, never the password.
@@ -312,13 +311,28 @@ class DockerRuntime:
         except docker.errors.NotFound:
             volume = False
         state = self.store.load(slug)
+        running = len(containers) == 2 and all(c.state == "running" for c in containers)
         return DatabaseStatus(
             slug=slug,
             containers=tuple(containers),
             network=engine.find_network(self.client, names.network_name(slug)) is not None,
             volume=volume,
             host_ports=dict(state.host_ports) if state else {},
+            answers=running and state is not None and self._answers(slug, state.credentials),
         )
+
+    def _answers(self, slug: str, credentials: Credentials) -> bool:
+        try:
+            self._query(slug, credentials)
+        except (psycopg.Error, ProvisioningFailed):
+            return False
+        return True
+
+    def _query(self, slug: str, credentials: Credentials) -> None:
+        """One real query through PgBouncer, as an app would send it."""
+        url = creds.database_url(slug, credentials.password, self.pooler_endpoint(slug))
+        with psycopg.connect(url, connect_timeout=2) as connection:
+            connection.execute("SELECT 1").fetchone()
 
 
 def _persistable(document: Mapping[str, Any]) -> dict[str, Any]:

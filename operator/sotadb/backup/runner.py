@@ -1,0 +1,354 @@
+"""Dump, drill and restore, over an `Executor` (where scripts run) and a `BackupStore` (where
+files go). Nothing here knows about Docker or Kubernetes; `on_docker` supplies executors for
+the database's container and for scratch containers, and a Kubernetes Job will supply local
+ones.
+
+- `dump`: the dump script streams the compressed dump; its bytes go into the partial file and
+  the sha256 as they arrive; the checksum results arrive on stderr. Exit status 0 and a
+  complete checksum list → the file is committed and a Succeeded record saved. Anything else →
+  the partial file is removed and a Failed record (with the script's last diagnostics as the
+  reason) is saved; older backups are not touched.
+- `check_file`: size and sha256 of the file against its record, before anything is touched.
+- `drill`: replay the dump into a scratch server (one transaction: with `wal_level=minimal`
+  the COPYs write no WAL), take the checksums there, compare with the record.
+- `restore_into`: never into the live database directly. The dump is replayed into
+  `{db}__sotadb_restore`; its checksums must equal the record's and the streamed bytes' sha256
+  the recorded one; only then is the live database renamed away and the restored one renamed
+  into its place (then the old one dropped). A failure at any step before the swap leaves the
+  live database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final
+
+from sotadb import names
+from sotadb.backup import checksums, scripts
+from sotadb.backup.catalog import (
+    BackupRecord,
+    Compression,
+    Phase,
+    TableSummary,
+    Verification,
+    unique_name,
+)
+from sotadb.backup.errors import BackupFailed, RestoreRefused
+from sotadb.backup.executors import Captured, Executor, capture
+from sotadb.backup.store import BackupStore
+
+Progress = Callable[[str], None]
+Clock = Callable[[], datetime]
+CHUNK: Final = 1 << 20
+PROGRESS_EVERY: Final = 64 << 20  # bytes between two progress messages
+DIAGNOSTIC_LINES: Final = 4
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _quiet(_: str) -> None:
+    """The default progress sink: say nothing."""
+
+
+# ---------------------------------------------------------------- dump
+
+
+def dump(
+    source: Executor,
+    store: BackupStore,
+    slug: str,
+    *,
+    compression: Compression = Compression.GZIP,
+    clock: Clock = utc_now,
+    progress: Progress = _quiet,
+) -> BackupRecord:
+    """Take one backup and save its record (Succeeded or Failed). The caller holds the lock."""
+    for removed in store.clean(slug):
+        progress(f"removed {removed} (left by an interrupted run)")
+    started = clock()
+    name = unique_name(slug, started, {r.name for r in store.records(slug)})
+    file_name = f"{name}{compression.suffix}"
+    tables: dict[str, TableSummary] = {}
+    meta: dict[str, object] = {}
+    diagnostics: list[str] = []
+    compressor: list[str] = []
+
+    def on_line(line: str) -> None:
+        if line.startswith(scripts.COMPRESSOR_PREFIX):
+            compressor.append(line[len(scripts.COMPRESSOR_PREFIX) :])
+        elif not checksums.parse_line(line, tables, meta) and line.strip():
+            diagnostics.append(line.strip())
+
+    failed = BackupRecord(
+        name=name,
+        database=slug,
+        phase=Phase.FAILED,
+        started_at=started,
+        format=compression.record_format,
+    )
+    try:
+        with store.partial(slug, file_name) as partial:
+            next_report = PROGRESS_EVERY
+
+            def on_chunk(chunk: bytes) -> None:
+                nonlocal next_report
+                partial.write(chunk)
+                if partial.size >= next_report:
+                    next_report += PROGRESS_EVERY
+                    progress(f"dumping {name}: {partial.size / 1e6:.0f} MB written")
+
+            progress(f"dumping {slug} in {source.where}")
+            status = source.run(
+                scripts.dump_script(compression=compression, database=names.database_name(slug)),
+                stdout=on_chunk,
+                stderr=on_line,
+            )
+            if status != 0:
+                raise BackupFailed(_reason(f"the dump in {source.where}", status, diagnostics))
+            if meta.get("kind") != "meta":
+                raise BackupFailed(f"the dump in {source.where} reported no checksum results")
+            written = partial.commit()
+    except (BackupFailed, checksums.ChecksumOutputInvalid, OSError) as e:
+        record = _failed(failed, str(e))
+        store.save(record)
+        return record
+    observed = checksums.observation(tables, meta)
+    record = BackupRecord(
+        name=name,
+        database=slug,
+        phase=Phase.SUCCEEDED,
+        started_at=started,
+        completed_at=clock(),
+        file=file_name,
+        location=str(written.path),
+        size=written.size,
+        sha256=written.sha256,
+        format=compression.record_format,
+        compressor=compressor[0] if compressor else None,
+        database_size=observed.database_size,
+        server_version=observed.server_version,
+        tables=observed.tables,
+    )
+    store.save(record)
+    return record
+
+
+def _failed(record: BackupRecord, reason: str) -> BackupRecord:
+    """A Failed record has no completedAt (nothing was completed) and no file."""
+    return BackupRecord(
+        name=record.name,
+        database=record.database,
+        phase=Phase.FAILED,
+        started_at=record.started_at,
+        format=record.format,
+        message=reason,
+    )
+
+
+def _reason(what: str, status: int, diagnostics: list[str]) -> str:
+    details = "; ".join(diagnostics[-DIAGNOSTIC_LINES:]) or "no diagnostics"
+    return f"{what} exited with status {status}: {details}"
+
+
+# ---------------------------------------------------------------- the file itself
+
+
+def check_file(store: BackupStore, record: BackupRecord) -> Path:
+    """The dump's size and sha256 against its record; `RestoreRefused` when they differ."""
+    if record.phase is not Phase.SUCCEEDED or record.sha256 is None or record.size is None:
+        raise RestoreRefused(f"backup {record.name} is {record.phase.value}: it has no dump")
+    path = store.dump_path(record)
+    if path is None or not path.is_file():
+        raise RestoreRefused(f"backup {record.name}: its file {record.file} is missing")
+    size = path.stat().st_size
+    if size != record.size:
+        raise RestoreRefused(
+            f"backup {record.name}: {path.name} has {size} bytes, the record says {record.size} "
+            "(truncated or altered); nothing was restored"
+        )
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    if digest.hexdigest() != record.sha256:
+        raise RestoreRefused(
+            f"backup {record.name}: the sha256 of {path.name} does not match its record "
+            "(the file is corrupted or altered); nothing was restored"
+        )
+    return path
+
+
+class HashingReader:
+    """Streams a file in chunks and hashes what it streamed (the file may change after the
+    check: what was sent is what counts)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        with self.path.open("rb") as handle:
+            while chunk := handle.read(CHUNK):
+                self.digest.update(chunk)
+                self.size += len(chunk)
+                yield chunk
+
+    def matches(self, record: BackupRecord) -> bool:
+        return self.size == record.size and self.digest.hexdigest() == record.sha256
+
+
+# ---------------------------------------------------------------- drill
+
+
+def drill(
+    scratch: Executor,
+    store: BackupStore,
+    record: BackupRecord,
+    *,
+    slug: str,
+    clock: Clock = utc_now,
+    progress: Progress = _quiet,
+) -> BackupRecord:
+    """Replay the dump into a scratch server whose app role and database are `slug`'s, compare
+    checksums, and save the record with verification Passed or Failed."""
+    try:
+        path = check_file(store, record)
+        reader = HashingReader(path)
+        progress(f"drill: restoring {record.name} into {scratch.where}")
+        replay = _replay(
+            scratch,
+            reader,
+            record.compression,
+            database=names.database_name(slug),
+            role=names.role_name(slug),
+            single_transaction=True,
+        )
+        if replay.status != 0:
+            raise BackupFailed(_reason("the restore", replay.status, replay.stderr))
+        if not reader.matches(record):
+            raise BackupFailed("the file changed while it was being restored")
+        progress("drill: comparing row counts and checksums")
+        problems = compare(scratch, record, database=names.database_name(slug))
+        outcome = (
+            (Verification.FAILED, "; ".join(problems))
+            if problems
+            else (
+                Verification.PASSED,
+                f"restored into a scratch server: {len(record.tables)} tables, "
+                f"{sum(t.rows for t in record.tables.values())} rows, checksums equal",
+            )
+        )
+    except (BackupFailed, RestoreRefused) as e:
+        outcome = (Verification.FAILED, str(e))
+    verified = record.verified(outcome[0], clock(), f"restore drill: {outcome[1]}")
+    store.save(verified)
+    return verified
+
+
+def compare(target: Executor, record: BackupRecord, *, database: str) -> list[str]:
+    result = capture(target, scripts.verify_script(database=database))
+    if result.status != 0:
+        raise BackupFailed(_reason("the checksum query", result.status, result.stderr))
+    observed = checksums.parse_output(result.stdout.splitlines())
+    return checksums.differences(record.tables, observed.tables)
+
+
+def _replay(
+    target: Executor,
+    reader: HashingReader,
+    compression: Compression,
+    *,
+    database: str,
+    role: str,
+    single_transaction: bool,
+    settings: Mapping[str, str] | None = None,
+) -> Captured:
+    return capture(
+        target,
+        scripts.restore_script(
+            compression=compression,
+            database=database,
+            role=role,
+            single_transaction=single_transaction,
+            settings=settings,
+        ),
+        stdin=reader,
+    )
+
+
+# ---------------------------------------------------------------- restore
+
+
+def restore_into(
+    target: Executor,
+    store: BackupStore,
+    record: BackupRecord,
+    *,
+    slug: str,
+    settings: Mapping[str, str] | None = None,
+    progress: Progress = _quiet,
+) -> None:
+    """Restore `record` as database `slug` (owned by `slug`'s app role) through `target`, a
+    superuser session on that server, with `settings` for the replaying session. See the
+    module docstring for the order of steps."""
+    path = check_file(store, record)
+    dbs = scripts.restore_database_names(slug)
+    role = names.role_name(slug)
+    variables = {**dbs, "role": role}
+    _psql(target, scripts.PREPARE_SQL, variables, "preparing the restore database")
+    swapped = False
+    try:
+        progress(f"restoring {record.name} into {dbs['tmp']}")
+        reader = HashingReader(path)
+        replay = _replay(
+            target,
+            reader,
+            record.compression,
+            database=dbs["tmp"],
+            role=role,
+            single_transaction=False,
+            settings=settings,
+        )
+        if replay.status != 0:
+            raise RestoreRefused(
+                _reason("the restore", replay.status, replay.stderr)
+                + f"; {dbs['db']} was not changed"
+            )
+        if not reader.matches(record):
+            raise RestoreRefused(
+                f"the file changed while it was restored; {dbs['db']} was not changed"
+            )
+        progress("comparing row counts and checksums with the backup's record")
+        problems = compare(target, record, database=dbs["tmp"])
+        if problems:
+            raise RestoreRefused(
+                "the restored data differs from the backup's record: "
+                + "; ".join(problems)
+                + f"; {dbs['db']} was not changed"
+            )
+        progress(f"swapping {dbs['tmp']} into place as {dbs['db']}")
+        try:
+            _psql(target, scripts.SWAP_SQL, variables, "swapping the restored database in")
+            swapped = True
+        except BackupFailed:
+            _psql(target, scripts.UNDO_SWAP_SQL, variables, "undoing a failed swap")
+            raise
+    finally:
+        if not swapped:
+            try:
+                _psql(target, scripts.DROP_SQL, variables, "dropping the restore database")
+            except BackupFailed as e:
+                progress(f"could not drop {dbs['tmp']} ({e}); the next restore replaces it")
+
+
+def _psql(target: Executor, sql: str, variables: dict[str, str], what: str) -> Captured:
+    result = capture(target, scripts.psql_script(sql, database="postgres", variables=variables))
+    if result.status != 0:
+        raise BackupFailed(_reason(what, result.status, result.stderr))
+    return result

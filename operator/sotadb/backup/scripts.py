@@ -1,0 +1,340 @@
+"""The bash scripts a backup runs next to PostgreSQL, and the scratch server's configuration. Pure.
+
+Every script takes its inputs from the environment (libpq's PGHOST, PGDATABASE, PGUSER,
+PGAPPNAME, and SOTADB_* values), never from text pasted into the script, so names with
+hyphens or quotes cannot break out. The same scripts run through `docker exec` in the
+database's container (PGHOST = the unix socket, PGUSER = postgres) and, later, in a
+Kubernetes Job (PGHOST = the database's Service, the app role's password in PGPASSWORD).
+
+Compression — measured on this 2-core host with `python -m bench.backup` (1.06 GB database:
+half realistic rows, half pgbench), `pg_dump | X` inside the container, MB of database per s:
+
+    gzip -6   60 MB/s  212 MB      pigz -6  108 MB/s  212 MB      zstd -1 -T0  268 MB/s  187 MB
+    gzip -1  108 MB/s  227 MB      pigz -1  157 MB/s  227 MB      (raw pg_dump > /dev/null: 286)
+
+and on the compressor alone (a 677 MB dump of the realistic rows): gzip -1 47 MB/s, pigz -1
+91 MB/s, igzip -1 (ISA-L) 140 MB/s with a 9 % smaller file, zstd -1 171 MB/s.
+
+So the gzip stream is written by `igzip -1` when the image has it (Debian package `isal`; the
+whole backup then runs at 138 MB/s instead of 123), else by `pigz -1`: 2.6x gzip -6, and level
+1 costs 7 % in size against level 6. Both are plain gzip that any gunzip reads.
+`--compression zstd` writes `zstd -1 -T0` (`.sql.zst`). Decompression uses igzip, else pigz
+(which checks the CRC and length as gunzip does).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Final
+
+from sotadb import names
+from sotadb.backup import checksums
+from sotadb.backup.catalog import Compression
+
+DUMP_MARKER: Final = "sotadb-backup-dump"  # argv[0] of the dump script: how a leftover is known
+PIDFILE: Final = "/tmp/sotadb-backup.pid"  # noqa: S108 (inside the container: its own tmpfs)
+APPLICATION_NAME: Final = "sotadb-backup"
+LOCK_WAIT: Final = "10min"
+CHECKSUMS_DONE: Final = "sotadb-checksums-done"
+CONNECT_TIMEOUT: Final = "30"
+PID_PREFIX: Final = "sotadb-pid "
+_VARIABLE_RE: Final = re.compile(r"^[a-z_]+$")
+COMPRESSOR_PREFIX: Final = "sotadb-compressor "
+
+
+@dataclass(frozen=True)
+class Script:
+    """A bash script and the environment it reads; `argv` runs it (`bash -c text marker`)."""
+
+    text: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    marker: str = "sotadb-backup"
+
+    @property
+    def argv(self) -> list[str]:
+        return ["bash", "-c", self.text, self.marker]
+
+
+_COMPRESSORS: Final = r"""
+compressor() {
+    case $SOTADB_COMPRESSION in
+        gzip) if command -v igzip >/dev/null 2>&1
+              then echo "igzip -1 -c"; else echo "pigz -1 -c"; fi ;;
+        zstd) echo "zstd -1 -T0 -q -c" ;;
+        *) echo "sotadb: unknown compression '$SOTADB_COMPRESSION'" >&2; exit 2 ;;
+    esac
+}
+decompressor() {
+    case $SOTADB_COMPRESSION in
+        gzip) if command -v igzip >/dev/null 2>&1
+              then echo "igzip -dc"; else echo "pigz -dc"; fi ;;
+        zstd) echo "zstd -dc -q" ;;
+        *) echo "sotadb: unknown compression '$SOTADB_COMPRESSION'" >&2; exit 2 ;;
+    esac
+}
+"""
+
+_DUMP: Final = (
+    r"""set -euo pipefail
+umask 077
+"""
+    + _COMPRESSORS
+    + r"""
+# A dump whose runner was killed blocks forever on its full stdout pipe, holding its snapshot
+# and AccessShare locks on every table: end that process group first. It is known by its pid
+# file and by its last argument, so a recycled pid is never hit.
+if [ -s "$SOTADB_PIDFILE" ]; then
+    old=$(cat "$SOTADB_PIDFILE")
+    last_argument=$(tr '\0' '\n' < "/proc/$old/cmdline" 2>/dev/null | tail -n 1 || true)
+    if [[ $old =~ ^[0-9]+$ ]] && [ "$old" != "$$" ] && [ "$last_argument" = "$SOTADB_MARKER" ]; then
+        kill -KILL -- "-$old" 2>/dev/null || true
+        echo "sotadb: ended a dump (pid $old) left behind by a runner that was killed" >&2
+    fi
+fi
+echo "$$" > "$SOTADB_PIDFILE"
+cleanup() {
+    status=$?
+    if [ "$(cat "$SOTADB_PIDFILE" 2>/dev/null)" = "$$" ]; then rm -f "$SOTADB_PIDFILE"; fi
+    if [ "$status" != 0 ]; then  # end pg_dump, the compressor and psql with us
+        trap '' TERM
+        kill -TERM -- "-$$" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+compress=$(compressor)
+echo "sotadb-compressor ${compress% -c}" >&2
+
+# One session holds the snapshot the dump reads, and checksums the tables in it.
+coproc SQL { exec psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1; }
+exec {to_sql}>&"${SQL[1]}" {from_sql}<&"${SQL[0]}"
+eval "exec ${SQL[1]}>&- ${SQL[0]}<&-"
+sql_pid=$SQL_PID
+printf '%s\n' "$SOTADB_BEGIN_SQL" "$SOTADB_EXPORT_SQL" >&"$to_sql"
+snapshot=
+IFS= read -r snapshot <&"$from_sql" || true
+if [[ ! $snapshot =~ ^[0-9A-F]+-[0-9A-F]+-[0-9]+$ ]]; then
+    exec {to_sql}>&-
+    { printf '%s\n' "$snapshot"; cat <&"$from_sql"; } | grep -v '^$' >&2 || true
+    echo "sotadb: could not open a snapshot of database \"$PGDATABASE\"" >&2
+    exit 1
+fi
+
+( exec {to_sql}>&- {from_sql}<&-
+  pg_dump --snapshot="$snapshot" --format=plain --no-owner --no-privileges --no-password \
+      --lock-wait-timeout="$SOTADB_LOCK_WAIT" | $compress ) &
+dump=$!
+
+printf '%s\n' "$SOTADB_META_SQL" "$SOTADB_TABLES_SQL" "\\echo $SOTADB_DONE" >&"$to_sql"
+finished=0
+while IFS= read -r line <&"$from_sql"; do
+    if [ "$line" = "$SOTADB_DONE" ]; then finished=1; break; fi
+    printf '%s\n' "$line" >&2
+done
+if [ "$finished" != 1 ]; then
+    echo "sotadb: the checksum query failed" >&2
+    exit 1
+fi
+
+status=0
+wait "$dump" || status=$?
+if [ "$status" != 0 ]; then
+    echo "sotadb: pg_dump or the compressor failed (exit status $status)" >&2
+    exit 1
+fi
+printf 'COMMIT;\n\\q\n' >&"$to_sql"
+status=0
+wait "$sql_pid" || status=$?
+if [ "$status" != 0 ]; then
+    echo "sotadb: the snapshot session ended with status $status" >&2
+    exit 1
+fi
+"""
+)
+
+_RESTORE: Final = (
+    r"""set -euo pipefail
+"""
+    + _COMPRESSORS
+    + r"""
+if [[ ! $SOTADB_ROLE =~ ^[a-z0-9_-]+$ ]]; then
+    echo "sotadb: '$SOTADB_ROLE' is not a role name sotadb makes" >&2
+    exit 2
+fi
+decompress=$(decompressor)
+single=()
+if [ "${SOTADB_SINGLE_TRANSACTION:-0}" = 1 ]; then single=(--single-transaction); fi
+# Objects are created by the app role (the dump has no owners): the target's own role owns them.
+{ printf 'SET ROLE "%s";\n' "$SOTADB_ROLE"; $decompress; } \
+    | psql -X -q -v ON_ERROR_STOP=1 "${single[@]}" >/dev/null
+"""
+)
+
+_PSQL: Final = r"""set -euo pipefail
+printf '%s\n' "$SOTADB_SQL" | psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+"""
+
+
+def dump_script(*, compression: Compression, database: str) -> Script:
+    """Writes the compressed plain dump to stdout; on stderr: `sotadb-compressor CMD`, one JSON
+    line per checksum result, and diagnostics. Exits non-zero on any failure."""
+    return Script(
+        text=_DUMP,
+        env={
+            "PGDATABASE": database,
+            "PGAPPNAME": APPLICATION_NAME,
+            "SOTADB_COMPRESSION": compression.value,
+            "SOTADB_PIDFILE": PIDFILE,
+            "SOTADB_MARKER": DUMP_MARKER,
+            "SOTADB_LOCK_WAIT": LOCK_WAIT,
+            "SOTADB_BEGIN_SQL": checksums.BEGIN_SNAPSHOT_SQL,
+            "SOTADB_EXPORT_SQL": checksums.EXPORT_SNAPSHOT_SQL,
+            "SOTADB_META_SQL": checksums.META_SQL,
+            "SOTADB_TABLES_SQL": checksums.TABLES_SQL,
+            "SOTADB_DONE": CHECKSUMS_DONE,
+            "PGCONNECT_TIMEOUT": CONNECT_TIMEOUT,
+        },
+        marker=DUMP_MARKER,
+    )
+
+
+def restore_script(
+    *,
+    compression: Compression,
+    database: str,
+    role: str,
+    single_transaction: bool = False,
+    settings: Mapping[str, str] | None = None,
+) -> Script:
+    """Reads the compressed dump on stdin and replays it into `database` as `role`, with
+    `settings` for that session only (e.g. a larger maintenance_work_mem for index builds)."""
+    options = " ".join(f"-c {key}={value}" for key, value in sorted((settings or {}).items()))
+    return Script(
+        text=_RESTORE,
+        env={
+            "PGOPTIONS": options,
+            "PGDATABASE": database,
+            "PGAPPNAME": APPLICATION_NAME,
+            "SOTADB_COMPRESSION": compression.value,
+            "SOTADB_ROLE": role,
+            "SOTADB_SINGLE_TRANSACTION": "1" if single_transaction else "0",
+        },
+    )
+
+
+def verify_script(*, database: str) -> Script:
+    """Prints the checksum results (JSON lines) of `database` in a snapshot of its own."""
+    return psql_script(checksums.VERIFY_SQL, database=database)
+
+
+def psql_script(sql: str, *, database: str, variables: Mapping[str, str] | None = None) -> Script:
+    """Runs `sql` with psql; `variables` become psql variables (`:"name"`, `:'name'`). Their
+    values travel in the environment and reach psql as one argument each, never as SQL text."""
+    env = {"PGDATABASE": database, "PGAPPNAME": APPLICATION_NAME, "SOTADB_SQL": sql}
+    arguments = []
+    for key, value in sorted((variables or {}).items()):
+        if not _VARIABLE_RE.match(key):
+            raise ValueError(f"psql variable name {key!r} is not a plain identifier")
+        env[f"SOTADB_VAR_{key}"] = value
+        arguments.append(f'"--set={key}=$SOTADB_VAR_{key}"')
+    return Script(text=_PSQL.replace('"$@"', " ".join(arguments)), env=env)
+
+
+# ---------------------------------------------------------------- live restore: temp + swap
+
+PREPARE_SQL: Final = """DROP DATABASE IF EXISTS :"tmp" WITH (FORCE);
+CREATE DATABASE :"tmp" OWNER :"role" TEMPLATE template0 ENCODING 'UTF8';
+REVOKE ALL ON DATABASE :"tmp" FROM PUBLIC;"""
+
+DROP_SQL: Final = """DROP DATABASE IF EXISTS :"tmp" WITH (FORCE);"""
+
+# Sessions of the live database end, then two renames put the restored one in its place.
+SWAP_SQL: Final = """SELECT pg_catalog.set_config('sotadb.database', :'db', false) \\g /dev/null
+ALTER DATABASE :"db" WITH ALLOW_CONNECTIONS false;
+DO $$
+BEGIN
+    FOR attempt IN 1..100 LOOP
+        PERFORM pg_catalog.pg_stat_clear_snapshot();
+        PERFORM pg_catalog.pg_terminate_backend(pid) FROM pg_catalog.pg_stat_activity
+         WHERE datname = current_setting('sotadb.database') AND pid <> pg_catalog.pg_backend_pid();
+        PERFORM pg_catalog.pg_stat_clear_snapshot();
+        EXIT WHEN NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity
+         WHERE datname = current_setting('sotadb.database') AND pid <> pg_catalog.pg_backend_pid());
+        PERFORM pg_catalog.pg_sleep(0.1);
+    END LOOP;
+END $$;
+ALTER DATABASE :"db" RENAME TO :"old";
+ALTER DATABASE :"tmp" RENAME TO :"db";
+REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
+GRANT CONNECT ON DATABASE :"db" TO :"role";
+DROP DATABASE :"old" WITH (FORCE);"""
+
+# After a failed swap: whichever of the two the live name lost, it gets back, open again.
+UNDO_SWAP_SQL: Final = """SELECT
+       NOT EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'db')
+   AND EXISTS (SELECT FROM pg_catalog.pg_database WHERE datname = :'old') AS put_back \\gset
+\\if :put_back
+ALTER DATABASE :"old" RENAME TO :"db";
+\\endif
+ALTER DATABASE :"db" WITH ALLOW_CONNECTIONS true;"""
+
+
+def restore_database_names(slug: str) -> dict[str, str]:
+    """The live database and the two transient names of a restore (all within 63 bytes)."""
+    db = names.database_name(slug)
+    return {"db": db, "tmp": f"{db}__sotadb_restore", "old": f"{db}__sotadb_previous"}
+
+
+# ---------------------------------------------------------------- the drill's scratch server
+
+DRILL_CONFIG_DIR: Final = "/tmp/sotadb-drill"  # noqa: S108 (inside the scratch container)
+
+# Throwaway data on tmpfs: nothing here needs to survive a crash, everything needs to be fast.
+DRILL_PARAMETERS: Final[Mapping[str, str]] = {
+    "listen_addresses": "127.0.0.1",
+    "port": str(names.POSTGRES_PORT),
+    "unix_socket_directories": names.POSTGRES_SOCKET_DIR,
+    "hba_file": f"{DRILL_CONFIG_DIR}/pg_hba.conf",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "1h",
+    "autovacuum": "off",
+    "shared_buffers": "256MB",
+    "maintenance_work_mem": "256MB",
+    "max_locks_per_transaction": "1024",
+    "timezone": "UTC",
+    "logging_collector": "off",
+    "log_min_messages": "warning",
+}
+
+DRILL_PG_HBA: Final = "local all postgres peer\n"
+
+_DRILL_SERVER: Final = r"""set -eu
+mkdir -p "$SOTADB_CONFIG_DIR"
+printf '%s\n' "$SOTADB_DRILL_POSTGRESQL_CONF" > "$SOTADB_CONFIG_DIR/postgresql.conf"
+printf '%s' "$SOTADB_DRILL_PG_HBA" > "$SOTADB_CONFIG_DIR/pg_hba.conf"
+exec /usr/local/bin/sotadb-postgres
+"""
+
+
+def drill_postgresql_conf() -> str:
+    return "\n".join(f"{key} = '{value}'" for key, value in sorted(DRILL_PARAMETERS.items()))
+
+
+def drill_server_command() -> list[str]:
+    """The scratch container's command: write the config, then the image's own entrypoint
+    (which bootstraps the app role and database, as in production)."""
+    return ["bash", "-c", _DRILL_SERVER]
+
+
+def drill_server_env() -> dict[str, str]:
+    return {
+        "SOTADB_CONFIG_DIR": DRILL_CONFIG_DIR,
+        "SOTADB_DRILL_POSTGRESQL_CONF": drill_postgresql_conf(),
+        "SOTADB_DRILL_PG_HBA": DRILL_PG_HBA,
+    }
