@@ -51,21 +51,33 @@ def wait_for(probe: Callable[[], T], *, timeout: float = 10.0, interval: float =
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels or {}, **extra}, "data": {"k": "v"}}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}, **extra},
+        "data": {"k": "v"},
+    }
 
 
 def widget(name: str, size: int = 1, **metadata: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/v1", "kind": "Widget",
-            "metadata": {"name": name, **metadata}, "spec": {"size": size}}
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": "Widget",
+        "metadata": {"name": name, **metadata},
+        "spec": {"size": size},
+    }
 
 
 def deployment(name: str, containers: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                 "template": {"metadata": {"labels": {"app": name}},
-                              "spec": {"containers": containers}}},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": containers}},
+        },
     }
 
 
@@ -213,19 +225,37 @@ def test_core_discovery_reports_group_version_v1(k8s_client: ApiClient) -> None:
     resources = CoreV1Api(k8s_client).get_api_resources()
     assert resources.group_version == "v1"
     names = {r.name for r in resources.resources}
-    assert {"namespaces", "pods", "pods/status", "services", "secrets", "configmaps",
-            "persistentvolumeclaims", "events", "serviceaccounts"} <= names
+    assert {
+        "namespaces",
+        "pods",
+        "pods/status",
+        "services",
+        "secrets",
+        "configmaps",
+        "persistentvolumeclaims",
+        "events",
+        "serviceaccounts",
+    } <= names
 
 
-@pytest.mark.parametrize(("group_version", "plural"), [
-    ("apps/v1", "deployments"), ("apps/v1", "statefulsets"), ("batch/v1", "jobs"),
-    ("batch/v1", "cronjobs"), ("networking.k8s.io/v1", "networkpolicies"),
-    ("policy/v1", "poddisruptionbudgets"), ("coordination.k8s.io/v1", "leases"),
-    ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
-    ("rbac.authorization.k8s.io/v1", "roles"), ("rbac.authorization.k8s.io/v1", "rolebindings"),
-    ("rbac.authorization.k8s.io/v1", "clusterroles"),
-    ("rbac.authorization.k8s.io/v1", "clusterrolebindings"), ("events.k8s.io/v1", "events"),
-])
+@pytest.mark.parametrize(
+    ("group_version", "plural"),
+    [
+        ("apps/v1", "deployments"),
+        ("apps/v1", "statefulsets"),
+        ("batch/v1", "jobs"),
+        ("batch/v1", "cronjobs"),
+        ("networking.k8s.io/v1", "networkpolicies"),
+        ("policy/v1", "poddisruptionbudgets"),
+        ("coordination.k8s.io/v1", "leases"),
+        ("apiextensions.k8s.io/v1", "customresourcedefinitions"),
+        ("rbac.authorization.k8s.io/v1", "roles"),
+        ("rbac.authorization.k8s.io/v1", "rolebindings"),
+        ("rbac.authorization.k8s.io/v1", "clusterroles"),
+        ("rbac.authorization.k8s.io/v1", "clusterrolebindings"),
+        ("events.k8s.io/v1", "events"),
+    ],
+)
 def test_builtin_groups_are_discoverable(
     kube_api: KubeEmulator, group_version: str, plural: str
 ) -> None:
@@ -266,8 +296,9 @@ def test_watch_from_a_resource_version_sends_only_later_events(core: CoreV1Api) 
     core.delete_namespaced_config_map("before", "default")
     watch = kubernetes.watch.Watch()
     seen = []
-    for event in watch.stream(core.list_namespaced_config_map, "default",
-                              resource_version=since, timeout_seconds=5):
+    for event in watch.stream(
+        core.list_namespaced_config_map, "default", resource_version=since, timeout_seconds=5
+    ):
         seen.append((event["type"], event["object"].metadata.name))
         if len(seen) == 2:
             watch.stop()
@@ -293,19 +324,24 @@ def test_list_then_watch_loses_nothing_under_concurrent_writes(
     core: CoreV1Api, k8s_client: ApiClient
 ) -> None:
     wanted = {f"c{i}" for i in range(150)}
-    writer = threading.Thread(target=lambda: [
-        CoreV1Api(k8s_client).create_namespaced_config_map("default", configmap(name))
-        for name in sorted(wanted)
-    ])
+    writer = threading.Thread(
+        target=lambda: [
+            CoreV1Api(k8s_client).create_namespaced_config_map("default", configmap(name))
+            for name in sorted(wanted)
+        ]
+    )
     writer.start()
     try:
         time.sleep(0.05)  # let some writes land before the list, and most after it
         listing = core.list_namespaced_config_map("default")
         seen = {item.metadata.name for item in listing.items}
         watch = kubernetes.watch.Watch()
-        for event in watch.stream(core.list_namespaced_config_map, "default",
-                                  resource_version=listing.metadata.resource_version,
-                                  timeout_seconds=10):
+        for event in watch.stream(
+            core.list_namespaced_config_map,
+            "default",
+            resource_version=listing.metadata.resource_version,
+            timeout_seconds=10,
+        ):
             seen.add(event["object"].metadata.name)
             if seen >= wanted:
                 watch.stop()
@@ -319,8 +355,10 @@ def test_bookmarks_carry_the_current_resource_version(
 ) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
     rv = core.list_namespaced_config_map("default").metadata.resource_version
-    path = (f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
-            "&allowWatchBookmarks=true")
+    path = (
+        f"/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={rv}"
+        "&allowWatchBookmarks=true"
+    )
     with watching(kube_api, path) as stream:
         event = stream.next()  # after bookmark_interval (0.5s) without events
     assert event["type"] == "BOOKMARK"
@@ -332,8 +370,10 @@ def test_initial_events_end_with_an_annotated_bookmark(
     kube_api: KubeEmulator, core: CoreV1Api
 ) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
-    path = ("/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true"
-            "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true")
+    path = (
+        "/api/v1/namespaces/default/configmaps?watch=true&sendInitialEvents=true"
+        "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true"
+    )
     with watching(kube_api, path) as stream:
         first, second = stream.next(), stream.next()
     assert first["type"] == "ADDED"
@@ -387,20 +427,27 @@ def test_watch_of_one_object_by_its_url(kube_api: KubeEmulator, core: CoreV1Api)
 # 5. Selectors and lists.
 
 
-@pytest.mark.parametrize(("selector", "expected"), [
-    ("app=db", ["a", "b"]),
-    ("app==db", ["a", "b"]),
-    ("app!=db", ["c", "d"]),
-    ("app in (db,web)", ["a", "b", "c"]),
-    ("app notin (db)", ["c", "d"]),
-    ("tier", ["a", "c"]),
-    ("!tier", ["b", "d"]),
-    ("app=db,tier=hot", ["a"]),
-    ("app in (db, web), !tier", ["b"]),
-])
+@pytest.mark.parametrize(
+    ("selector", "expected"),
+    [
+        ("app=db", ["a", "b"]),
+        ("app==db", ["a", "b"]),
+        ("app!=db", ["c", "d"]),
+        ("app in (db,web)", ["a", "b", "c"]),
+        ("app notin (db)", ["c", "d"]),
+        ("tier", ["a", "c"]),
+        ("!tier", ["b", "d"]),
+        ("app=db,tier=hot", ["a"]),
+        ("app in (db, web), !tier", ["b"]),
+    ],
+)
 def test_label_selectors(core: CoreV1Api, selector: str, expected: list[str]) -> None:
-    labels = {"a": {"app": "db", "tier": "hot"}, "b": {"app": "db"},
-              "c": {"app": "web", "tier": "cold"}, "d": {}}
+    labels = {
+        "a": {"app": "db", "tier": "hot"},
+        "b": {"app": "db"},
+        "c": {"app": "web", "tier": "cold"},
+        "d": {},
+    }
     for name, value in labels.items():
         core.create_namespaced_config_map("default", configmap(name, value))
     listing = core.list_namespaced_config_map("default", label_selector=selector)
@@ -413,9 +460,12 @@ def test_field_selectors_on_name_and_namespace(kube_api: KubeEmulator, core: Cor
             core.create_namespaced_config_map(namespace, configmap(name))
     by_name = core.list_config_map_for_all_namespaces(field_selector="metadata.name=a")
     assert [(i.metadata.namespace, i.metadata.name) for i in by_name.items] == [
-        ("default", "a"), ("kube-system", "a")]
+        ("default", "a"),
+        ("kube-system", "a"),
+    ]
     by_namespace = core.list_config_map_for_all_namespaces(
-        field_selector="metadata.namespace!=default")
+        field_selector="metadata.namespace!=default"
+    )
     assert {i.metadata.namespace for i in by_namespace.items} == {"kube-system"}
     status, body = call_api(kube_api, "GET", "/api/v1/configmaps?fieldSelector=data.k%3Dv")
     assert (status, body["message"]) == (400, 'field label not supported: "data.k"')
@@ -460,7 +510,8 @@ def test_replace_with_the_current_or_no_resource_version_succeeds(core: CoreV1Ap
     replaced = core.replace_namespaced_config_map("a", "default", current)
     assert replaced.data == {"k": "1"}
     unconditional = core.replace_namespaced_config_map(
-        "a", "default", {"metadata": {"name": "a"}, "data": {"k": "2"}})
+        "a", "default", {"metadata": {"name": "a"}, "data": {"k": "2"}}
+    )
     assert int(unconditional.metadata.resource_version) > int(replaced.metadata.resource_version)
 
 
@@ -473,10 +524,17 @@ def test_patch_with_a_stale_resource_version_is_a_409_conflict(core: CoreV1Api) 
 
 def test_failed_json_patch_test_is_422(kube_api: KubeEmulator, core: CoreV1Api) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
-           {"op": "remove", "path": "/data"}]
-    status, body = call_api(kube_api, "PATCH", "/api/v1/namespaces/default/configmaps/a", ops,
-                            "application/json-patch+json")
+    ops = [
+        {"op": "test", "path": "/metadata/resourceVersion", "value": "1"},
+        {"op": "remove", "path": "/data"},
+    ]
+    status, body = call_api(
+        kube_api,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/a",
+        ops,
+        "application/json-patch+json",
+    )
     assert (status, body["reason"]) == (422, "Invalid")
     assert kube_api.get("configmaps", "a", "default")["data"] == {"k": "v"}  # type: ignore[index]
 
@@ -508,7 +566,8 @@ def test_main_resource_writes_ignore_status_and_status_writes_change_only_status
     main = custom.patch_namespaced_custom_object(*args, "w", {"status": {"x": 2}})
     assert "status" not in main
     status = custom.patch_namespaced_custom_object_status(
-        *args, "w", {"status": {"x": 3}, "spec": {"size": 99}, "metadata": {"labels": {"a": "b"}}})
+        *args, "w", {"status": {"x": 3}, "spec": {"size": 99}, "metadata": {"labels": {"a": "b"}}}
+    )
     assert status["status"] == {"x": 3}
     assert status["spec"] == {"size": 1}
     assert "labels" not in status["metadata"]
@@ -520,13 +579,19 @@ def test_builtin_kinds_have_a_status_subresource(
     apps = AppsV1Api(k8s_client)
     apps.create_namespaced_deployment("default", deployment("d", [{"name": "a"}]))
     patched = apps.patch_namespaced_deployment_status(
-        "d", "default", {"status": {"readyReplicas": 1}})
+        "d", "default", {"status": {"readyReplicas": 1}}
+    )
     assert patched.status.ready_replicas == 1
     replaced = apps.replace_namespaced_deployment("d", "default", deployment("d", [{"name": "b"}]))
     assert replaced.status.ready_replicas == 1  # a write to the main resource kept the status
     core.create_namespaced_config_map("default", configmap("c"))
-    status, _ = call_api(kube_api, "PATCH", "/api/v1/namespaces/default/configmaps/c/status",
-                         {"status": {}}, "application/merge-patch+json")
+    status, _ = call_api(
+        kube_api,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/c/status",
+        {"status": {}},
+        "application/merge-patch+json",
+    )
     assert status == 404  # ConfigMaps have no status subresource
 
 
@@ -534,21 +599,29 @@ def test_builtin_kinds_have_a_status_subresource(
 
 
 def test_merge_patch_merges_maps_and_deletes_nulls(core: CoreV1Api) -> None:
-    core.create_namespaced_config_map("default", {"metadata": {"name": "a"},
-                                                  "data": {"keep": "1", "drop": "2"}})
+    core.create_namespaced_config_map(
+        "default", {"metadata": {"name": "a"}, "data": {"keep": "1", "drop": "2"}}
+    )
     patched = core.patch_namespaced_config_map("a", "default", {"data": {"drop": None, "new": "3"}})
     assert patched.data == {"keep": "1", "new": "3"}
 
 
 def test_json_patch_operations(kube_api: KubeEmulator, core: CoreV1Api) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
-    ops = [{"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]},
-           {"op": "add", "path": "/metadata/finalizers/-", "value": "x/z"},
-           {"op": "replace", "path": "/data/k", "value": "w"},
-           {"op": "copy", "from": "/data/k", "path": "/data/c"},
-           {"op": "remove", "path": "/metadata/finalizers/0"}]
-    status, body = call_api(kube_api, "PATCH", "/api/v1/namespaces/default/configmaps/a", ops,
-                            "application/json-patch+json")
+    ops = [
+        {"op": "add", "path": "/metadata/finalizers", "value": ["x/y"]},
+        {"op": "add", "path": "/metadata/finalizers/-", "value": "x/z"},
+        {"op": "replace", "path": "/data/k", "value": "w"},
+        {"op": "copy", "from": "/data/k", "path": "/data/c"},
+        {"op": "remove", "path": "/metadata/finalizers/0"},
+    ]
+    status, body = call_api(
+        kube_api,
+        "PATCH",
+        "/api/v1/namespaces/default/configmaps/a",
+        ops,
+        "application/json-patch+json",
+    )
     assert status == 200
     assert body["metadata"]["finalizers"] == ["x/z"]
     assert body["data"] == {"k": "w", "c": "w"}
@@ -558,14 +631,29 @@ def test_strategic_merge_patch_merges_containers_env_and_finalizers_by_key(
     k8s_client: ApiClient,
 ) -> None:
     apps = AppsV1Api(k8s_client)
-    apps.create_namespaced_deployment("default", deployment("d", [
-        {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}]},
-        {"name": "sidecar", "image": "side:1"},
-    ]))
-    patch = {"metadata": {"finalizers": ["x/y"]},
-             "spec": {"template": {"spec": {"containers": [
-                 {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
-                 {"name": "sidecar", "$patch": "delete"}]}}}}
+    apps.create_namespaced_deployment(
+        "default",
+        deployment(
+            "d",
+            [
+                {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}]},
+                {"name": "sidecar", "image": "side:1"},
+            ],
+        ),
+    )
+    patch = {
+        "metadata": {"finalizers": ["x/y"]},
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {"name": "app", "image": "app:2", "env": [{"name": "B", "value": "2"}]},
+                        {"name": "sidecar", "$patch": "delete"},
+                    ]
+                }
+            }
+        },
+    }
     patched = apps.patch_namespaced_deployment("d", "default", patch)  # strategic by default
     [container] = patched.spec.template.spec.containers
     assert (container.name, container.image) == ("app", "app:2")
@@ -578,8 +666,13 @@ def test_strategic_merge_patch_on_a_custom_resource_is_415(
     widgets_crd: dict[str, Any], kube_api: KubeEmulator, custom: CustomObjectsApi
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, "v1", "default", "widgets", widget("w"))
-    status, body = call_api(kube_api, "PATCH", f"/apis/{GROUP}/v1/namespaces/default/widgets/w",
-                            {"spec": {"size": 2}}, "application/strategic-merge-patch+json")
+    status, body = call_api(
+        kube_api,
+        "PATCH",
+        f"/apis/{GROUP}/v1/namespaces/default/widgets/w",
+        {"spec": {"size": 2}},
+        "application/strategic-merge-patch+json",
+    )
     assert (status, body["reason"]) == (415, "UnsupportedMediaType")
 
 
@@ -612,7 +705,8 @@ def test_posted_crd_is_discoverable_and_served(
 ) -> None:
     _, groups = call_api(kube_api, "GET", "/apis")
     assert {"groupVersion": f"{GROUP}/v1", "version": "v1"} in next(
-        g["versions"] for g in groups["groups"] if g["name"] == GROUP)
+        g["versions"] for g in groups["groups"] if g["name"] == GROUP
+    )
     _, group = call_api(kube_api, "GET", f"/apis/{GROUP}")
     assert group["preferredVersion"]["version"] == "v1"
     _, resources = call_api(kube_api, "GET", f"/apis/{GROUP}/v1")
@@ -621,14 +715,17 @@ def test_posted_crd_is_discoverable_and_served(
     assert entries["widgets"]["namespaced"] is True
     assert entries["widgets"]["shortNames"] == ["wg"]
     assert {"get", "list", "watch", "create", "patch", "update", "delete"} <= set(
-        entries["widgets"]["verbs"])
+        entries["widgets"]["verbs"]
+    )
     assert "widgets/status" in entries
     read = ApiextensionsV1Api(k8s_client).read_custom_resource_definition(WIDGETS)
     assert {c.type: c.status for c in read.status.conditions}["Established"] == "True"
 
 
 def test_deleting_a_crd_stops_serving_it_and_drops_its_objects(
-    widgets_crd: dict[str, Any], kube_api: KubeEmulator, k8s_client: ApiClient,
+    widgets_crd: dict[str, Any],
+    kube_api: KubeEmulator,
+    k8s_client: ApiClient,
     custom: CustomObjectsApi,
 ) -> None:
     custom.create_namespaced_custom_object(GROUP, "v1", "default", "widgets", widget("w"))
@@ -643,15 +740,25 @@ def test_kopf_peering_crds_can_be_posted(kube_api: KubeEmulator, k8s_client: Api
         ApiextensionsV1Api(k8s_client).create_custom_resource_definition(manifest)
     _, resources = call_api(kube_api, "GET", "/apis/kopf.dev/v1")
     assert {(r["name"], r["namespaced"]) for r in resources["resources"]} == {
-        ("kopfpeerings", True), ("clusterkopfpeerings", False)}
+        ("kopfpeerings", True),
+        ("clusterkopfpeerings", False),
+    }
 
 
 # 10. Garbage collection and finalizers.
 
 
 def owned_by(owner: Any) -> dict[str, Any]:
-    return {"ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
-                                 "name": owner.metadata.name, "uid": owner.metadata.uid}]}
+    return {
+        "ownerReferences": [
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "name": owner.metadata.name,
+                "uid": owner.metadata.uid,
+            }
+        ]
+    }
 
 
 def test_deleting_an_owner_deletes_its_dependents_in_cascade(
@@ -659,24 +766,30 @@ def test_deleting_an_owner_deletes_its_dependents_in_cascade(
 ) -> None:
     owner = core.create_namespaced_config_map("default", configmap("owner"))
     child = core.create_namespaced_config_map("default", configmap("child", **owned_by(owner)))
-    core.create_namespaced_secret("default", {"metadata": {"name": "grandchild",
-                                                           **owned_by(child)}})
+    core.create_namespaced_secret(
+        "default", {"metadata": {"name": "grandchild", **owned_by(child)}}
+    )
     core.create_namespaced_config_map("default", configmap("unrelated"))
     core.delete_namespaced_config_map("owner", "default")
     assert [o["metadata"]["name"] for o in kube_api.objects("configmaps", "default")] == [
-        "unrelated"]
+        "unrelated"
+    ]
     assert kube_api.objects("secrets", "default") == []
 
 
 def test_finalizers_hold_an_object_until_removed(kube_api: KubeEmulator, core: CoreV1Api) -> None:
     owner = core.create_namespaced_config_map("default", configmap("owner"))
     core.create_namespaced_config_map(
-        "default", configmap("held", finalizers=["test/hold"], **owned_by(owner)))
+        "default", configmap("held", finalizers=["test/hold"], **owned_by(owner))
+    )
     core.delete_namespaced_config_map("owner", "default")
     held = core.read_namespaced_config_map("held", "default")
     assert held.metadata.deletion_timestamp is not None
-    status, _ = api_error(lambda: core.patch_namespaced_config_map(
-        "held", "default", {"metadata": {"finalizers": ["test/hold", "test/new"]}}))
+    status, _ = api_error(
+        lambda: core.patch_namespaced_config_map(
+            "held", "default", {"metadata": {"finalizers": ["test/hold", "test/new"]}}
+        )
+    )
     assert status == 422  # no new finalizers on an object being deleted
     # The client sends a strategic merge patch, which merges lists of finalizers: [] is a no-op.
     core.patch_namespaced_config_map("held", "default", {"metadata": {"finalizers": []}})
@@ -699,7 +812,8 @@ def test_orphan_propagation_keeps_dependents_without_the_owner_reference(
 def test_delete_preconditions_are_checked(core: CoreV1Api) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
     options = kubernetes.client.V1DeleteOptions(
-        preconditions=kubernetes.client.V1Preconditions(uid="not-the-uid"))
+        preconditions=kubernetes.client.V1Preconditions(uid="not-the-uid")
+    )
     status, _ = api_error(lambda: core.delete_namespaced_config_map("a", "default", body=options))
     assert status == 409
 
@@ -712,13 +826,27 @@ def test_core_and_events_k8s_io_events_accept_generate_name(
 ) -> None:
     involved = kubernetes.client.V1ObjectReference(kind="ConfigMap", name="a", namespace="default")
     for _ in range(2):
-        core.create_namespaced_event("default", kubernetes.client.CoreV1Event(
-            metadata=kubernetes.client.V1ObjectMeta(generate_name="a."),
-            involved_object=involved, reason="Test", message="hello", type="Normal"))
-    EventsV1Api(k8s_client).create_namespaced_event("default", kubernetes.client.EventsV1Event(
-        metadata=kubernetes.client.V1ObjectMeta(generate_name="b."),
-        event_time=datetime.datetime.now(datetime.UTC),
-        reporting_controller="test", reporting_instance="test", action="Test", reason="Test"))
+        core.create_namespaced_event(
+            "default",
+            kubernetes.client.CoreV1Event(
+                metadata=kubernetes.client.V1ObjectMeta(generate_name="a."),
+                involved_object=involved,
+                reason="Test",
+                message="hello",
+                type="Normal",
+            ),
+        )
+    EventsV1Api(k8s_client).create_namespaced_event(
+        "default",
+        kubernetes.client.EventsV1Event(
+            metadata=kubernetes.client.V1ObjectMeta(generate_name="b."),
+            event_time=datetime.datetime.now(datetime.UTC),
+            reporting_controller="test",
+            reporting_instance="test",
+            action="Test",
+            reason="Test",
+        ),
+    )
     assert len(kube_api.objects("events", "default")) == 2
     assert len(kube_api.objects("events.events.k8s.io", "default")) == 1
     found = core.list_namespaced_event("default", field_selector="involvedObject.name=a")
@@ -771,8 +899,12 @@ def test_an_injected_failure_answers_instead_of_the_store(
 
 def test_an_injected_conflict_on_a_patch(kube_api: KubeEmulator, core: CoreV1Api) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
-    kube_api.inject(lambda k: k["update v1/configmaps"][:1] << kmock.KubernetesError(
-        status=409, reason="Conflict", message="injected"))
+    kube_api.inject(
+        lambda k: (
+            k["update v1/configmaps"][:1]
+            << kmock.KubernetesError(status=409, reason="Conflict", message="injected")
+        )
+    )
     status, body = api_error(lambda: core.patch_namespaced_config_map("a", "default", {}))
     assert (status, body["reason"], body["message"]) == (409, "Conflict", "injected")
 
@@ -787,7 +919,9 @@ def test_kubectl_apply_get_by_label_and_label(kubectl: Kubectl, kube_api: KubeEm
     assert "a " in kubectl("get", "configmaps").stdout  # the table printer works
     kubectl("label", "cm", "a", "tier=db")
     assert kube_api.get("configmaps", "a", "default")["metadata"]["labels"] == {  # type: ignore[index]
-        "app": "x", "tier": "db"}
+        "app": "x",
+        "tier": "db",
+    }
 
 
 def test_kubectl_apply_updates_a_deployment_with_a_strategic_merge_patch(
@@ -796,25 +930,35 @@ def test_kubectl_apply_updates_a_deployment_with_a_strategic_merge_patch(
     two = deployment("d", [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}])
     kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(two))
     one = deployment("d", [{"name": "a", "image": "a:2"}])
-    assert "configured" in kubectl("apply", "--validate=false", "-f", "-",
-                                   input=json.dumps(one)).stdout
+    assert (
+        "configured"
+        in kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(one)).stdout
+    )
     stored = kube_api.get("deployments.apps", "d", "default")
     assert stored is not None
     assert stored["spec"]["template"]["spec"]["containers"] == [{"name": "a", "image": "a:2"}]
     assert stored["metadata"]["generation"] == 2
 
 
-def test_kubectl_get_watch_streams_changes(
-    kubectl: Kubectl, core: CoreV1Api
-) -> None:
+def test_kubectl_get_watch_streams_changes(kubectl: Kubectl, core: CoreV1Api) -> None:
     core.create_namespaced_config_map("default", configmap("a"))
-    timer = threading.Timer(1.0, lambda: core.patch_namespaced_config_map(
-        "a", "default", {"metadata": {"labels": {"tier": "db"}}}))
+    timer = threading.Timer(
+        1.0,
+        lambda: core.patch_namespaced_config_map(
+            "a", "default", {"metadata": {"labels": {"tier": "db"}}}
+        ),
+    )
     timer.start()
     try:
-        output = kubectl.stream("get", "cm", "a", "-w", "-o",
-                                'jsonpath={.metadata.name}:{.metadata.labels.tier}{"\\n"}',
-                                seconds=2.5)
+        output = kubectl.stream(
+            "get",
+            "cm",
+            "a",
+            "-w",
+            "-o",
+            'jsonpath={.metadata.name}:{.metadata.labels.tier}{"\\n"}',
+            seconds=2.5,
+        )
     finally:
         timer.join()
     assert output == "a:\na:db\n"
@@ -826,13 +970,26 @@ def test_kubectl_crd_status_patch_wait_replace_apply_and_delete(
     kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(crd(GROUP, "Widget")))
     kubectl("wait", "--for=condition=Established", f"crd/{WIDGETS}", "--timeout=10s")
     kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(widget("w")))
-    kubectl("patch", "widget", "w", "--subresource=status", "--type=merge",
-            "-p", '{"status": {"conditions": [{"type": "Ready", "status": "True"}]}}')
+    kubectl(
+        "patch",
+        "widget",
+        "w",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"conditions": [{"type": "Ready", "status": "True"}]}}',
+    )
     kubectl("wait", "--for=condition=Ready", "widget/w", "--timeout=10s")
 
     kubectl("replace", "--validate=false", "-f", "-", input=json.dumps(widget("w", size=2)))
-    kubectl("apply", "--server-side", "--validate=false", "-f", "-",
-            input=json.dumps(widget("w", size=3)))
+    kubectl(
+        "apply",
+        "--server-side",
+        "--validate=false",
+        "-f",
+        "-",
+        input=json.dumps(widget("w", size=3)),
+    )
     kubectl("apply", "--server-side", "--validate=false", "-f", "-", input=json.dumps(widget("v")))
     stored = kube_api.get(WIDGETS, "w", "default")
     assert stored is not None
@@ -841,9 +998,17 @@ def test_kubectl_crd_status_patch_wait_replace_apply_and_delete(
     assert stored["metadata"]["generation"] == 3
 
     kubectl("patch", "widget", "w", "--type=merge", "-p", '{"metadata": {"finalizers": ["t/x"]}}')
-    timer = threading.Timer(1.0, lambda: kubectl(
-        "patch", "widget", "w", "--type=json",
-        "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]'))
+    timer = threading.Timer(
+        1.0,
+        lambda: kubectl(
+            "patch",
+            "widget",
+            "w",
+            "--type=json",
+            "-p",
+            '[{"op": "remove", "path": "/metadata/finalizers"}]',
+        ),
+    )
     timer.start()
     try:
         started = time.monotonic()
@@ -860,8 +1025,11 @@ def test_kubectl_crd_status_patch_wait_replace_apply_and_delete(
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("initial_streaming", [False, True], ids=["list-then-watch", "watch-list"])
 def test_a_kopf_operator_converges_and_deletion_completes(
-    kube_api: KubeEmulator, core: CoreV1Api, custom: CustomObjectsApi,
-    widgets_crd: dict[str, Any], initial_streaming: bool,
+    kube_api: KubeEmulator,
+    core: CoreV1Api,
+    custom: CustomObjectsApi,
+    widgets_crd: dict[str, Any],
+    initial_streaming: bool,
 ) -> None:
     registry = kopf.OperatorRegistry()
     settings = kopf.OperatorSettings()
@@ -886,17 +1054,29 @@ def test_a_kopf_operator_converges_and_deletion_completes(
 
     core.create_namespace({"metadata": {"name": "kopf-1"}})
     args = (GROUP, "v1", "kopf-1", "widgets")
-    with kopf.testing.KopfRunner(["run", "--standalone", "--namespace=kopf-*", "--verbose"],
-                                 registry=registry, settings=settings, timeout=30):
+    with kopf.testing.KopfRunner(
+        ["run", "--standalone", "--namespace=kopf-*", "--verbose"],
+        registry=registry,
+        settings=settings,
+        timeout=30,
+    ):
         custom.create_namespaced_custom_object(*args, widget("w", size=1))
-        done = wait_for(lambda: (o := kube_api.get(WIDGETS, "w", "kopf-1")) and
-                        o.get("status", {}).get("size") == 1 and o)
+        done = wait_for(
+            lambda: (
+                (o := kube_api.get(WIDGETS, "w", "kopf-1"))
+                and o.get("status", {}).get("size") == 1
+                and o
+            )
+        )
         assert done["status"]["phase"] == "Ready"
         assert done["metadata"]["finalizers"] == ["kopf.zalando.org/KopfFinalizerMarker"]
 
         custom.patch_namespaced_custom_object(*args, "w", {"spec": {"size": 2}})
-        wait_for(lambda: ((kube_api.get(WIDGETS, "w", "kopf-1") or {}).get("status") or {}
-                          ).get("size") == 2)
+        wait_for(
+            lambda: (
+                ((kube_api.get(WIDGETS, "w", "kopf-1") or {}).get("status") or {}).get("size") == 2
+            )
+        )
 
         mark = kube_api.mark()
         time.sleep(1.5)  # idle: a converged operator writes nothing
@@ -905,8 +1085,13 @@ def test_a_kopf_operator_converges_and_deletion_completes(
         custom.delete_namespaced_custom_object(*args, "w")
         wait_for(lambda: kube_api.get(WIDGETS, "w", "kopf-1") is None)
         assert deleted == ["w"]
-        reasons = wait_for(lambda: [e["reason"] for e in kube_api.objects("events", "kopf-1")
-                                    if e["reason"] == "Reconciled"])
+        reasons = wait_for(
+            lambda: [
+                e["reason"]
+                for e in kube_api.objects("events", "kopf-1")
+                if e["reason"] == "Reconciled"
+            ]
+        )
         assert len(reasons) >= 1
 
     calls = [call for call in kube_api.calls() if call.plural == "widgets"]
@@ -923,8 +1108,9 @@ def test_a_kopf_operator_converges_and_deletion_completes(
 
 async def test_async_context_manager_and_aiohttp_client() -> None:
     async with KubeEmulator.running() as emu, aiohttp.ClientSession(emu.url) as session:
-        async with session.post("/api/v1/namespaces/default/configmaps",
-                                json=configmap("a")) as response:
+        async with session.post(
+            "/api/v1/namespaces/default/configmaps", json=configmap("a")
+        ) as response:
             assert response.status == 201
         # Even a blocking call from the test's own loop cannot deadlock: the server has its own.
         _, listing = call_api(emu, "GET", "/api/v1/namespaces/default/configmaps")

@@ -126,9 +126,12 @@ async def test_posted_crd_is_not_served(stock: kmock.KubernetesEmulator) -> None
     )
     crd = {
         "metadata": {"name": "widgets.test.sota.io"},
-        "spec": {"group": "test.sota.io", "scope": "Namespaced",
-                 "names": {"kind": "Widget", "plural": "widgets"},
-                 "versions": [{"name": "v1", "served": True, "storage": True}]},
+        "spec": {
+            "group": "test.sota.io",
+            "scope": "Namespaced",
+            "names": {"kind": "Widget", "plural": "widgets"},
+            "versions": [{"name": "v1", "served": True, "storage": True}],
+        },
     }
     await post(stock, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     assert (await stock.get("/apis/test.sota.io/v1")).status == 404
@@ -136,8 +139,14 @@ async def test_posted_crd_is_not_served(stock: kmock.KubernetesEmulator) -> None
 
 async def test_no_garbage_collection(stock: kmock.KubernetesEmulator) -> None:
     await post(stock, CONFIGMAPS, {"metadata": {"name": "owner", "uid": "u-1"}})
-    owned = {"metadata": {"name": "dependent", "ownerReferences": [
-        {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}]}}
+    owned = {
+        "metadata": {
+            "name": "dependent",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": "u-1"}
+            ],
+        }
+    }
     await post(stock, CONFIGMAPS, owned)
     assert (await stock.delete(f"{CONFIGMAPS}/owner")).status == 200
     assert (await stock.get(f"{CONFIGMAPS}/dependent")).status == 200

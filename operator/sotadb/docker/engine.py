@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 import docker
-import requests
 import docker.errors
+import requests
 from docker.models.containers import Container
 from docker.models.networks import Network
 

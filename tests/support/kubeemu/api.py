@@ -127,8 +127,10 @@ class KubeApi:
             return json_response(doc)
         rtype = self.catalog.find(api_path.group, api_path.version, api_path.plural)
         if rtype is None:
-            raise NotFound(f"the server could not find the requested resource"
-                           f" ({api_path.group_version} {api_path.plural})")
+            raise NotFound(
+                f"the server could not find the requested resource"
+                f" ({api_path.group_version} {api_path.plural})"
+            )
         if not rtype.namespaced and api_path.namespace is not None:
             raise NotFound(f"{rtype.plural} are cluster-scoped; no namespace in the URL")
         query = {key: raw.query.getone(key) for key in raw.query}
@@ -166,8 +168,7 @@ class KubeApi:
             paths += [f"/apis/{g}" for g in groups]
             paths += [f"/apis/{g}/{v}" for g, versions in groups.items() for v in versions]
             return json_response({"paths": sorted(paths)})
-        raise NotFound(f"the server could not find the requested resource ({path}):"
-                       " not emulated")
+        raise NotFound(f"the server could not find the requested resource ({path}): not emulated")
 
     def _list(
         self, rtype: ResourceType, api_path: ApiPath, query: Mapping[str, str]
@@ -185,12 +186,14 @@ class KubeApi:
             metadata["continue"] = _continue_token(rv, _position(items[limit - 1]))
             metadata["remainingItemCount"] = len(items) - limit
             items = items[:limit]
-        return json_response({
-            "kind": f"{rtype.kind}List",
-            "apiVersion": rtype.api_version,
-            "metadata": metadata,
-            "items": items,
-        })
+        return json_response(
+            {
+                "kind": f"{rtype.kind}List",
+                "apiVersion": rtype.api_version,
+                "metadata": metadata,
+                "items": items,
+            }
+        )
 
     async def _watch(
         self,
@@ -253,8 +256,7 @@ class KubeApi:
         if raw.method == "POST" and name is None:
             return json_response(self.store.create(rtype, namespace, data, dry_run=dry_run), 201)
         if raw.method == "PUT" and name is not None:
-            obj = self.store.replace(rtype, namespace, name, data, subresource=sub,
-                                     dry_run=dry_run)
+            obj = self.store.replace(rtype, namespace, name, data, subresource=sub, dry_run=dry_run)
             return json_response(obj)
         if raw.method == "PATCH" and name is not None:
             try:
@@ -265,8 +267,9 @@ class KubeApi:
                 ) from e
             if patch_type is PatchType.APPLY and not query.get("fieldManager"):
                 raise BadRequest("fieldManager is required for apply requests")
-            obj, created = self.store.patch(rtype, namespace, name, patch_type, data,
-                                            subresource=sub, dry_run=dry_run)
+            obj, created = self.store.patch(
+                rtype, namespace, name, patch_type, data, subresource=sub, dry_run=dry_run
+            )
             return json_response(obj, 201 if created else 200)
         if raw.method == "DELETE":
             options: Mapping[str, Any] = data if isinstance(data, Mapping) else {}
@@ -278,15 +281,27 @@ class KubeApi:
             dry_run = dry_run or "All" in (options.get("dryRun") or [])
             if name is None:
                 labels = selectors.parse_label_selector(query.get("labelSelector"))
-                fields = selectors.parse_field_selector(query.get("fieldSelector"),
-                                                        plural=rtype.plural)
-                items = self.store.delete_collection(rtype, namespace, labels, fields,
-                                                     propagation=propagation, dry_run=dry_run)
-                return json_response({"kind": f"{rtype.kind}List",
-                                      "apiVersion": rtype.api_version,
-                                      "metadata": {}, "items": items})
-            obj = self.store.delete(rtype, namespace, name, propagation=propagation,
-                                    preconditions=options.get("preconditions"),
-                                    dry_run=dry_run)
+                fields = selectors.parse_field_selector(
+                    query.get("fieldSelector"), plural=rtype.plural
+                )
+                items = self.store.delete_collection(
+                    rtype, namespace, labels, fields, propagation=propagation, dry_run=dry_run
+                )
+                return json_response(
+                    {
+                        "kind": f"{rtype.kind}List",
+                        "apiVersion": rtype.api_version,
+                        "metadata": {},
+                        "items": items,
+                    }
+                )
+            obj = self.store.delete(
+                rtype,
+                namespace,
+                name,
+                propagation=propagation,
+                preconditions=options.get("preconditions"),
+                dry_run=dry_run,
+            )
             return json_response(obj)
         raise MethodNotAllowed(f"{raw.method} is not supported on {raw.path}")

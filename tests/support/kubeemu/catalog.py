@@ -104,35 +104,74 @@ def _builtin(
 
 
 BUILTINS: tuple[ResourceType, ...] = (
-    _builtin("v1", "namespaces", "Namespace", namespaced=False, short=("ns",), status=True,
-             generation=False),
+    _builtin(
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short=("ns",),
+        status=True,
+        generation=False,
+    ),
     _builtin("v1", "pods", "Pod", short=("po",), status=True, categories=("all",)),
-    _builtin("v1", "services", "Service", short=("svc",), status=True, categories=("all",),
-             generation=False),
+    _builtin(
+        "v1",
+        "services",
+        "Service",
+        short=("svc",),
+        status=True,
+        categories=("all",),
+        generation=False,
+    ),
     _builtin("v1", "secrets", "Secret", generation=False),
     _builtin("v1", "configmaps", "ConfigMap", short=("cm",), generation=False),
-    _builtin("v1", "persistentvolumeclaims", "PersistentVolumeClaim", short=("pvc",), status=True,
-             generation=False),
+    _builtin(
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        short=("pvc",),
+        status=True,
+        generation=False,
+    ),
     _builtin("v1", "events", "Event", short=("ev",), generation=False),
     _builtin("v1", "serviceaccounts", "ServiceAccount", short=("sa",), generation=False),
-    _builtin("apps/v1", "deployments", "Deployment", short=("deploy",), status=True,
-             categories=("all",)),
-    _builtin("apps/v1", "statefulsets", "StatefulSet", short=("sts",), status=True,
-             categories=("all",)),
+    _builtin(
+        "apps/v1", "deployments", "Deployment", short=("deploy",), status=True, categories=("all",)
+    ),
+    _builtin(
+        "apps/v1", "statefulsets", "StatefulSet", short=("sts",), status=True, categories=("all",)
+    ),
     _builtin("batch/v1", "jobs", "Job", status=True, categories=("all",)),
     _builtin("batch/v1", "cronjobs", "CronJob", short=("cj",), status=True, categories=("all",)),
     _builtin("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", short=("netpol",)),
-    _builtin("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",),
-             status=True),
+    _builtin(
+        "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget", short=("pdb",), status=True
+    ),
     _builtin("coordination.k8s.io/v1", "leases", "Lease", generation=False),
-    _builtin("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition",
-             namespaced=False, short=("crd", "crds"), status=True),
+    _builtin(
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        short=("crd", "crds"),
+        status=True,
+    ),
     _builtin("rbac.authorization.k8s.io/v1", "roles", "Role", generation=False),
     _builtin("rbac.authorization.k8s.io/v1", "rolebindings", "RoleBinding", generation=False),
-    _builtin("rbac.authorization.k8s.io/v1", "clusterroles", "ClusterRole", namespaced=False,
-             generation=False),
-    _builtin("rbac.authorization.k8s.io/v1", "clusterrolebindings", "ClusterRoleBinding",
-             namespaced=False, generation=False),
+    _builtin(
+        "rbac.authorization.k8s.io/v1",
+        "clusterroles",
+        "ClusterRole",
+        namespaced=False,
+        generation=False,
+    ),
+    _builtin(
+        "rbac.authorization.k8s.io/v1",
+        "clusterrolebindings",
+        "ClusterRoleBinding",
+        namespaced=False,
+        generation=False,
+    ),
     _builtin("events.k8s.io/v1", "events", "Event", short=("ev",), generation=False),
 )
 

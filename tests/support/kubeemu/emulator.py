@@ -139,8 +139,11 @@ class KubeEmulator:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             self._port = port = sock.getsockname()[1]
-            api = KubeApi(store, server_address=lambda: f"127.0.0.1:{port}",
-                          bookmark_interval=self.bookmark_interval)
+            api = KubeApi(
+                store,
+                server_address=lambda: f"127.0.0.1:{port}",
+                bookmark_interval=self.bookmark_interval,
+            )
             handler = self._handler = EmulatorHandler(api=api, log=self._log)
             async with handler:
                 runner = aiohttp.web.ServerRunner(
@@ -179,8 +182,12 @@ class KubeEmulator:
             "kind": "Config",
             "clusters": [{"name": "kubeemu", "cluster": {"server": self.url}}],
             "users": [{"name": "kubeemu", "user": {"token": "kubeemu"}}],
-            "contexts": [{"name": "kubeemu", "context": {
-                "cluster": "kubeemu", "user": "kubeemu", "namespace": namespace}}],
+            "contexts": [
+                {
+                    "name": "kubeemu",
+                    "context": {"cluster": "kubeemu", "user": "kubeemu", "namespace": namespace},
+                }
+            ],
             "current-context": "kubeemu",
         }
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -237,7 +244,7 @@ class KubeEmulator:
     def inject(self, fn: Callable[[EmulatorHandler], T]) -> T:
         """Set up kmock reactions in the emulator's loop, e.g. to inject a fault::
 
-            emu.inject(lambda kmock: kmock['create v1/configmaps'][:1] << 500)
+        emu.inject(lambda kmock: kmock['create v1/configmaps'][:1] << 500)
         """
         return self.call(lambda: fn(self.kmock))
 
@@ -251,12 +258,14 @@ class KubeEmulator:
 
     def get(self, resource: str, name: str, namespace: str | None = None) -> Obj | None:
         """The stored object, or None; read directly (not logged as an API call)."""
+
         def read() -> Obj | None:
             assert self._store is not None
             try:
                 return self._store.get(self._rtype(resource), namespace, name)
             except ApiError:
                 return None
+
         return self.call(read)
 
     def objects(
@@ -268,11 +277,17 @@ class KubeEmulator:
         fields: str = "",
     ) -> list[Obj]:
         """The stored objects, selected as an API list call would; not logged."""
+
         def read() -> list[Obj]:
             assert self._store is not None
             rtype = self._rtype(resource)
-            return self._store.select(rtype, namespace, parse_label_selector(labels),
-                                    parse_field_selector(fields, plural=rtype.plural))
+            return self._store.select(
+                rtype,
+                namespace,
+                parse_label_selector(labels),
+                parse_field_selector(fields, plural=rtype.plural),
+            )
+
         return self.call(read)
 
     @property

@@ -87,8 +87,15 @@ class EmulatorHandler(kmock.RawHandler):
             return response
         except kmock.KubernetesError as e:  # e.g. kmock[...] << kmock.KubernetesError(409, …)
             return json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                 "code": e.status, "reason": e.reason or "", "message": e.message or ""},
+                {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "code": e.status,
+                    "reason": e.reason or "",
+                    "message": e.message or "",
+                },
                 status=e.status,
             )
         except Exception as e:  # a user reaction raised: report it as a server error
@@ -117,9 +124,11 @@ class EmulatorHandler(kmock.RawHandler):
                 data = json.loads(text)
         except (ValueError, yaml.YAMLError):
             data = None  # kmock's criteria then match the raw body or text only
-        resource = kmock.resource(
-            group=api_path.group, version=api_path.version, plural=api_path.plural
-        ) if api_path is not None else None
+        resource = (
+            kmock.resource(group=api_path.group, version=api_path.version, plural=api_path.plural)
+            if api_path is not None
+            else None
+        )
         return kmock.Request(
             id=len(self._requests),
             raw_request=raw_request,

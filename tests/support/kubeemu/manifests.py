@@ -21,13 +21,18 @@ def crd(
         "name": version,
         "served": True,
         "storage": True,
-        "schema": {"openAPIV3Schema": {"type": "object",
-                                       "x-kubernetes-preserve-unknown-fields": True}},
+        "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
     }
     if status_subresource:
         served["subresources"] = {"status": {}}
-    names: dict[str, Any] = {"kind": kind, "plural": plural, "singular": kind.lower(),
-                             "listKind": f"{kind}List"}
+    names: dict[str, Any] = {
+        "kind": kind,
+        "plural": plural,
+        "singular": kind.lower(),
+        "listKind": f"{kind}List",
+    }
     if short_names:
         names["shortNames"] = list(short_names)
     return {

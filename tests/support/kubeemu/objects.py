@@ -62,8 +62,13 @@ def prepare_create(rtype: ResourceType, namespace: str | None, body: Any) -> Obj
     metadata = obj.setdefault("metadata", {})
     if not isinstance(metadata, dict):
         raise BadRequest("metadata must be an object")
-    for key in ("resourceVersion", "managedFields", "selfLink", "deletionTimestamp",
-                "deletionGracePeriodSeconds"):
+    for key in (
+        "resourceVersion",
+        "managedFields",
+        "selfLink",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+    ):
         metadata.pop(key, None)
 
     if rtype.namespaced:
@@ -81,8 +86,11 @@ def prepare_create(rtype: ResourceType, namespace: str | None, body: Any) -> Obj
 
     if not metadata.get("name"):
         if not metadata.get("generateName"):
-            raise Invalid(f"{rtype.kind} is invalid: metadata.name: Required value: name or"
-                          " generateName is required", kind=rtype.kind)
+            raise Invalid(
+                f"{rtype.kind} is invalid: metadata.name: Required value: name or"
+                " generateName is required",
+                kind=rtype.kind,
+            )
         metadata["name"] = generated_name(metadata["generateName"])
 
     metadata["uid"] = str(uuid.uuid4())

@@ -89,8 +89,11 @@ def strategic_merge_patch(target: Any, patch: Any) -> Any:
 
 def _merge_list(field: str, live: list[Any], patch: list[Any]) -> list[Any]:
     if any(isinstance(item, Mapping) and item.get("$patch") == "replace" for item in patch):
-        return [copy.deepcopy(i) for i in patch
-                if not (isinstance(i, Mapping) and i.get("$patch") == "replace")]
+        return [
+            copy.deepcopy(i)
+            for i in patch
+            if not (isinstance(i, Mapping) and i.get("$patch") == "replace")
+        ]
     if field in SET_LISTS:
         return [*copy.deepcopy(live), *(item for item in patch if item not in live)]
     key = _merge_key(field, patch)
@@ -99,8 +102,11 @@ def _merge_list(field: str, live: list[Any], patch: list[Any]) -> list[Any]:
     result = copy.deepcopy(live)
     for item in patch:
         index = next(
-            (i for i, old in enumerate(result)
-             if isinstance(old, Mapping) and old.get(key) == item.get(key)),
+            (
+                i
+                for i, old in enumerate(result)
+                if isinstance(old, Mapping) and old.get(key) == item.get(key)
+            ),
             None,
         )
         if item.get("$patch") == "delete":

@@ -104,14 +104,35 @@ def parse_label_selector(text: str | None) -> Selector:
 # support more (those a client of this project might use). Others are rejected with 400.
 COMMON_FIELDS = frozenset({"metadata.name", "metadata.namespace"})
 EXTRA_FIELDS: Mapping[str, frozenset[str]] = {
-    "pods": frozenset({"spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                       "spec.serviceAccountName", "status.phase", "status.podIP"}),
-    "events": frozenset({"involvedObject.kind", "involvedObject.namespace",
-                         "involvedObject.name", "involvedObject.uid",
-                         "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                         "involvedObject.fieldPath", "reason", "reportingComponent",
-                         "source", "type", "regarding.kind", "regarding.name",
-                         "regarding.namespace", "regarding.uid"}),
+    "pods": frozenset(
+        {
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+        }
+    ),
+    "events": frozenset(
+        {
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+            "regarding.kind",
+            "regarding.name",
+            "regarding.namespace",
+            "regarding.uid",
+        }
+    ),
     "secrets": frozenset({"type"}),
     "namespaces": frozenset({"status.phase"}),
     "jobs": frozenset({"status.successful"}),

@@ -105,7 +105,9 @@ class Store:
         if key in self._objects:
             raise AlreadyExists(
                 f'{rtype.plural} "{key[2]}" already exists',
-                kind=rtype.plural, name=key[2], group=rtype.group,
+                kind=rtype.plural,
+                name=key[2],
+                group=rtype.group,
             )
         if key[0] == CRD_GROUP_RESOURCE:
             _establish_crd(obj)
@@ -186,9 +188,11 @@ class Store:
             wanted = (preconditions or {}).get(field)
             if wanted and wanted != meta(old).get(field):
                 raise Conflict(
-                    f'Precondition failed: {field} in precondition: {wanted},'
-                    f' {field} in object meta: {meta(old).get(field)}',
-                    kind=rtype.plural, name=name, group=rtype.group,
+                    f"Precondition failed: {field} in precondition: {wanted},"
+                    f" {field} in object meta: {meta(old).get(field)}",
+                    kind=rtype.plural,
+                    name=name,
+                    group=rtype.group,
                 )
         if dry_run:
             return versioned(old, rtype)
@@ -262,8 +266,9 @@ class Store:
 
     def _existing(self, rtype: ResourceType, key: Key, subresource: str | None) -> Obj:
         if subresource is not None and subresource not in rtype.subresources:
-            raise NotFound(f"the server could not find the requested resource"
-                           f" ({rtype.plural}/{subresource})")
+            raise NotFound(
+                f"the server could not find the requested resource ({rtype.plural}/{subresource})"
+            )
         if subresource == "scale":
             raise NotFound("the scale subresource is not emulated")
         old = self._objects.get(key)
@@ -274,18 +279,21 @@ class Store:
     def _check_namespace_open(self, namespace: str) -> None:
         ns = self._objects.get((NAMESPACE_GROUP_RESOURCE, "", namespace))
         if ns is None:
-            raise NotFound(f'namespaces "{namespace}" not found', kind="namespaces",
-                           name=namespace)
+            raise NotFound(f'namespaces "{namespace}" not found', kind="namespaces", name=namespace)
         if meta(ns).get("deletionTimestamp"):
-            raise Forbidden(f"unable to create new content in namespace {namespace}"
-                            " because it is being terminated")
+            raise Forbidden(
+                f"unable to create new content in namespace {namespace}"
+                " because it is being terminated"
+            )
 
     def _write(self, key: Key, old: Obj, new: Obj, *, dry_run: bool) -> Obj:
         if meta(old).get("deletionTimestamp"):
             added = set(meta(new).get("finalizers") or []) - set(meta(old).get("finalizers") or [])
             if added:
-                raise Invalid(f"metadata.finalizers: Forbidden: no new finalizers can be added if"
-                              f" the object is being deleted, found new finalizers {sorted(added)}")
+                raise Invalid(
+                    f"metadata.finalizers: Forbidden: no new finalizers can be added if"
+                    f" the object is being deleted, found new finalizers {sorted(added)}"
+                )
         if dry_run or objects.same_state(old, new):
             return copy.deepcopy(new)
         if objects.is_releasable(new):
@@ -407,11 +415,15 @@ def _establish_crd(crd: Obj) -> None:
     names = spec.get("names") or {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
     if not (group and plural and kind and spec.get("versions")):
-        raise Invalid("CustomResourceDefinition is invalid: spec.group, spec.names.plural,"
-                      " spec.names.kind and spec.versions are required")
+        raise Invalid(
+            "CustomResourceDefinition is invalid: spec.group, spec.names.plural,"
+            " spec.names.kind and spec.versions are required"
+        )
     if meta(crd)["name"] != f"{plural}.{group}":
-        raise Invalid(f"CustomResourceDefinition is invalid: metadata.name: must be"
-                      f" spec.names.plural+\".\"+spec.group ({plural}.{group})")
+        raise Invalid(
+            f"CustomResourceDefinition is invalid: metadata.name: must be"
+            f' spec.names.plural+"."+spec.group ({plural}.{group})'
+        )
     storage = [v["name"] for v in spec["versions"] if v.get("storage")] or [
         spec["versions"][0]["name"]
     ]
@@ -422,8 +434,13 @@ def _establish_crd(crd: Obj) -> None:
         "acceptedNames": accepted,
         "storedVersions": storage,
         "conditions": [
-            {"type": cond, "status": "True", "reason": reason, "message": message,
-             "lastTransitionTime": objects.now()}
+            {
+                "type": cond,
+                "status": "True",
+                "reason": reason,
+                "message": message,
+                "lastTransitionTime": objects.now(),
+            }
             for cond, reason, message in (
                 ("NamesAccepted", "NoConflicts", "no conflicts found"),
                 ("Established", "InitialNamesAccepted", "the initial names have been accepted"),
