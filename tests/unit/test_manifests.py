@@ -37,6 +37,7 @@ from sotadb.cli.operator_command import operator as operator_command
 from sotadb.credentials import Credentials
 from sotadb.kube import resources
 from sotadb.kube.handlers import OperatorConfig, register
+from sotadb.kube.injection import register_injection
 from sotadb.render import render_objects
 from sotadb.spec import parse_database
 
@@ -218,6 +219,7 @@ REQUEST_VERBS: Final[Mapping[str, frozenset[str]]] = {
     "create": frozenset({"create"}),
     "apply": frozenset({"patch", "create"}),
     "patch": frozenset({"patch"}),
+    "strategic_patch": frozenset({"patch"}),
     "delete": frozenset({"delete"}),
 }
 # The HTTP method each of them sends (checked against api.py, so a new method needs a row).
@@ -227,6 +229,7 @@ REQUEST_METHODS: Final = {
     "create": "POST",
     "apply": "PATCH",
     "patch": "PATCH",
+    "strategic_patch": "PATCH",
     "delete": "DELETE",
 }
 
@@ -276,6 +279,7 @@ def kopf_handler_needs(built: list[Doc]) -> set[Grant]:
     annotations), their status through /status where the CRD has that subresource."""
     registry = kopf.OperatorRegistry()
     register(registry, OperatorConfig())
+    register_injection(registry, OperatorConfig())
     watched = [
         *registry._indexing.get_all_handlers(),
         *registry._watching.get_all_handlers(),
@@ -383,7 +387,10 @@ class CallSites:
         return needs
 
     def resources_of(self, call: ast.Call, method: str) -> set[resources.Resource]:
-        if method in ("create", "apply"):  # a rendered document: its kind decides
+        if method in ("create", "apply"):  # a document: its kind decides
+            literal = self._literal_kind(call)
+            if literal is not None:
+                return {resources.BY_KIND[literal]}
             kind = self._kind_guard(call)
             if kind is None:
                 return set(self.rendered.values())
@@ -435,6 +442,39 @@ class CallSites:
             assert found, f"{self.where(node)}: {node.func.id} names no resources.NAME"
             return found
         raise AssertionError(f"{self.where(node)}: cannot resolve the loop's resources")
+
+    def _literal_kind(self, call: ast.Call) -> str | None:
+        """`api.create({..., "kind": K, ...})`, or of a name the enclosing function assigns such
+        a dict literal once: K (a string, or a `names.KIND_*` constant)."""
+        argument = call.args[0] if call.args else None
+        if isinstance(argument, ast.Name):
+            node: ast.AST = call
+            while node in self.parents and not isinstance(node, ast.FunctionDef):
+                node = self.parents[node]
+            values = [
+                n.value
+                for n in ast.walk(node)
+                if isinstance(n, (ast.Assign, ast.AnnAssign))
+                and n.value is not None
+                and any(
+                    isinstance(t, ast.Name) and t.id == argument.id
+                    for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                )
+            ]
+            argument = values[0] if len(values) == 1 else None
+        if not isinstance(argument, ast.Dict):
+            return None
+        for key, value in zip(argument.keys, argument.values, strict=True):
+            if isinstance(key, ast.Constant) and key.value == "kind":
+                if isinstance(value, ast.Constant):
+                    return str(value.value)
+                if (
+                    isinstance(value, ast.Attribute)
+                    and isinstance(value.value, ast.Name)
+                    and value.value.id == "names"
+                ):
+                    return str(getattr(names, value.attr))
+        return None
 
     def _kind_guard(self, call: ast.Call) -> str | None:
         """`if document["kind"] == "Secret" ...:` around the call (in its body): that kind."""
@@ -520,6 +560,7 @@ def test_the_call_site_scan_sees_the_calls_it_must() -> None:
     assert ("", "persistentvolumeclaims", "delete") in needs  # deletionPolicy: Delete
     assert ("", "secrets", "create") in needs  # the app Secret, POSTed
     assert {("apps", "statefulsets", "patch"), ("apps", "statefulsets", "create")} <= needs
+    assert (names.GROUP, names.PLURAL_DATABASE, "create") in needs  # the injection's database
 
 
 def test_cluster_role_grants_exactly_what_the_code_needs(built: list[Doc]) -> None:

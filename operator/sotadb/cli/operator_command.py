@@ -31,17 +31,17 @@ def operator(
     import kopf
 
     from sotadb.kube.handlers import OperatorConfig, register
+    from sotadb.kube.injection import register_injection
     from sotadb.render import Images
 
     registry = kopf.OperatorRegistry()
-    register(
-        registry,
-        OperatorConfig(
-            images=Images(postgres=postgres_image, pooler=pooler_image),
-            kubeconfig=kubeconfig,
-            resync_seconds=resync_seconds,
-        ),
+    config = OperatorConfig(
+        images=Images(postgres=postgres_image, pooler=pooler_image),
+        kubeconfig=kubeconfig,
+        resync_seconds=resync_seconds,
     )
+    register(registry, config)
+    register_injection(registry, config)
     kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN)
     kopf.run(
         registry=registry,

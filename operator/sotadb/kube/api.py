@@ -21,6 +21,7 @@ from sotadb.kube.resources import BY_KIND, Resource
 FIELD_MANAGER: Final = "sotadb"
 MERGE_PATCH: Final = "application/merge-patch+json"
 APPLY_PATCH: Final = "application/apply-patch+yaml"
+STRATEGIC_MERGE_PATCH: Final = "application/strategic-merge-patch+json"
 REQUEST_TIMEOUT: Final = 30
 
 
@@ -110,6 +111,25 @@ class KubeApi:
             resource.path(namespace, name, subresource),
             patch,
             content_type=MERGE_PATCH,
+        )
+
+    def strategic_patch(
+        self,
+        resource: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        field_manager: str = FIELD_MANAGER,
+    ) -> dict[str, Any]:
+        """A strategic merge patch (built-in kinds only: lists merge by their merge keys,
+        `$patch: delete` removes an item), recorded under `field_manager`."""
+        return self._request(
+            "PATCH",
+            resource.path(namespace, name),
+            patch,
+            content_type=STRATEGIC_MERGE_PATCH,
+            query={"fieldManager": field_manager},
         )
 
     def delete(self, resource: Resource, namespace: str, name: str) -> bool:

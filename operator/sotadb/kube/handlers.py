@@ -41,6 +41,7 @@ class OperatorConfig:
     images: Images = field(default_factory=Images)
     kubeconfig: str | None = None
     resync_seconds: float = 300.0
+    inject: bool = True  # DATABASE_URL injection into annotated workloads (kube/injection.py)
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.inactivity_timeout = 600
-        # Filter owned kinds on the server: never stream every Secret in the cluster.
+        # Filter owned kinds on the server: never stream every Secret in the cluster. With
+        # injection on, every Deployment and StatefulSet is watched (an annotation cannot be
+        # selected on the server); the owned-object index still keeps only ours.
         for resource in resources.OWNED:
+            if config.inject and resource in (resources.DEPLOYMENT, resources.STATEFUL_SET):
+                continue
             selector = (resource.group, resource.version, resource.plural)
             settings.watching.label_selectors[selector] = MANAGED_SELECTOR
         memo["api"] = KubeApi(load_configuration(config.kubeconfig))
