@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import kopf
+import urllib3
 
 from sotadb import names
 from sotadb.errors import ForbiddenChange, InvalidSpec
@@ -30,6 +31,9 @@ from sotadb.spec import DeletionPolicy
 INDEX_PREFIX: Final = "owned_"
 DATABASE_INDEX: Final = "databases"
 RETRY_DELAY: Final = 5.0
+# What a call to the API raises: its answers (ApiError) and, from the `kubernetes` client,
+# a broken connection (urllib3, OSError). `is_retryable` decides which are tried again soon.
+CALL_ERRORS: Final = (ApiError, urllib3.exceptions.HTTPError, OSError)
 MANAGED: Final = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 MANAGED_SELECTOR: Final = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 DATABASES: Final = (names.GROUP, names.VERSION, names.PLURAL_DATABASE)
@@ -135,7 +139,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         except InvalidSpec as e:
             _report_failure(body, patch, e)
             raise kopf.PermanentError(str(e)) from None
-        except ApiError as e:
+        except CALL_ERRORS as e:
             if is_retryable(e):
                 raise kopf.TemporaryError(str(e), delay=RETRY_DELAY) from None
             raise kopf.PermanentError(str(e)) from None
@@ -242,7 +246,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         policy = spec.get("deletionPolicy", DeletionPolicy.RETAIN.value)
         try:
             kept = _apply_deletion_policy(api, namespace or "", name, policy)
-        except ApiError as e:
+        except CALL_ERRORS as e:
             if is_retryable(e):
                 raise kopf.TemporaryError(str(e), delay=RETRY_DELAY) from None
             raise kopf.PermanentError(str(e)) from None
