@@ -83,54 +83,57 @@ def pooler_config_hash(db: ManagedDatabase, credentials: Credentials) -> str:
     return pgbouncer.pooler_files(db, credentials).hash
 
 
-def postgres_service(db: ManagedDatabase) -> Manifest:
-    """Headless: the StatefulSet's governing Service and the direct host name in one."""
+def _service(
+    db: ManagedDatabase, name: str, component: str, port: int, target_port: str, **spec: Any
+) -> Manifest:
     return manifest(
         "v1",
         "Service",
-        object_meta(db, names.postgres_name(db.slug), names.COMPONENT_POSTGRES),
+        object_meta(db, name, component),
         spec={
-            "clusterIP": "None",
-            "selector": names.selector_labels(db.slug, names.COMPONENT_POSTGRES),
+            **spec,
+            "selector": names.selector_labels(db.slug, component),
             "ports": [
-                {
-                    "name": "postgres",
-                    "port": names.POSTGRES_PORT,
-                    "targetPort": "postgres",
-                    "protocol": "TCP",
-                }
+                {"name": "postgres", "port": port, "targetPort": target_port, "protocol": "TCP"}
             ],
         },
+    )
+
+
+def postgres_service(db: ManagedDatabase) -> Manifest:
+    """Headless: the StatefulSet's governing Service and the direct host name in one."""
+    return _service(
+        db,
+        names.postgres_name(db.slug),
+        names.COMPONENT_POSTGRES,
+        names.POSTGRES_PORT,
+        "postgres",
+        clusterIP="None",
     )
 
 
 def pooler_service(db: ManagedDatabase) -> Manifest:
-    return manifest(
-        "v1",
-        "Service",
-        object_meta(db, names.pooler_name(db.slug), names.COMPONENT_POOLER),
-        spec={
-            "type": "ClusterIP",
-            "selector": names.selector_labels(db.slug, names.COMPONENT_POOLER),
-            "ports": [
-                {
-                    "name": "postgres",
-                    "port": names.POOLER_PORT,
-                    "targetPort": "pgbouncer",
-                    "protocol": "TCP",
-                }
-            ],
-        },
+    return _service(
+        db,
+        names.pooler_name(db.slug),
+        names.COMPONENT_POOLER,
+        names.POOLER_PORT,
+        "pgbouncer",
+        type="ClusterIP",
     )
 
 
-def postgres_statefulset(db: ManagedDatabase, credentials: Credentials, images: Images) -> Manifest:
-    claim_spec: dict[str, Any] = {
+def _claim_spec(db: ManagedDatabase) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": db.spec.storage.size}},
     }
     if db.spec.storage.storage_class_name is not None:
-        claim_spec["storageClassName"] = db.spec.storage.storage_class_name
+        spec["storageClassName"] = db.spec.storage.storage_class_name
+    return spec
+
+
+def postgres_statefulset(db: ManagedDatabase, credentials: Credentials, images: Images) -> Manifest:
     return manifest(
         "apps/v1",
         "StatefulSet",
@@ -157,7 +160,7 @@ def postgres_statefulset(db: ManagedDatabase, credentials: Credentials, images: 
                         "name": names.DATA_VOLUME,
                         "labels": names.common_labels(db.slug, names.COMPONENT_POSTGRES),
                     },
-                    "spec": claim_spec,
+                    "spec": _claim_spec(db),
                 }
             ],
         },
@@ -185,17 +188,11 @@ def pooler_deployment(db: ManagedDatabase, credentials: Credentials, images: Ima
 
 def backups_claim(db: ManagedDatabase) -> Manifest:
     """The seed's "server local disk" for dumps: as large as the data volume."""
-    spec: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": db.spec.storage.size}},
-    }
-    if db.spec.storage.storage_class_name is not None:
-        spec["storageClassName"] = db.spec.storage.storage_class_name
     return manifest(
         "v1",
         "PersistentVolumeClaim",
         object_meta(db, names.backups_volume_name(db.slug), names.COMPONENT_BACKUP),
-        spec=spec,
+        spec=_claim_spec(db),
     )
 
 
