@@ -91,7 +91,8 @@ def test_killed_at_random_points_it_converges_with_the_first_password(
     progress: list[int] = []  # the operator's writes in each cycle
     kills: list[float] = []  # how long each kill took
     for cycle in range(CYCLES):
-        # An action: the first cycles create databases, later ones change every spec at once.
+        # An action: create one or two databases (always in the first cycles, up to five in
+        # all), or change the spec of a random few (pool size; storage grows every 4th cycle).
         if len(specs) < 5 and (cycle < 3 or rnd.random() < 0.3):
             slugs = [f"db-{len(specs) + i}" for i in range(rnd.randint(1, 2))]
         else:
