@@ -167,10 +167,15 @@ def test_secrets_never_reach_container_config(shared_db: Database) -> None:
     assert_no_secret(pooler, "docker inspect of PgBouncer", secrets)
     postgres = str(shared_db.postgres.attrs)
     assert_no_secret(postgres, "docker inspect of PostgreSQL", {"password": secrets["password"]})
-    # The bootstrap script unsets the verifier before exec'ing the server: PID 1's environment
-    # (readable by any process of uid 999 in the container) does not carry it.
-    environ = exec_in(shared_db.postgres, ["cat", "/proc/1/environ"], user="postgres")
-    assert environ.exit_code == 0, "cannot read PID 1's environment"
-    assert "PGDATA=" in environ.stdout  # the control: it is the server's environment
-    assert "SOTADB_APP_VERIFIER" not in environ.stdout
-    assert_no_secret(environ.stdout, "PostgreSQL's PID 1 environment", secrets)
+    # The bootstrap script unsets the verifier before exec'ing tini (PID 1), which starts the
+    # server: neither environment (readable by any process of uid 999 in the container) has it.
+    postmaster = 'cat "/proc/$(head -n 1 "$PGDATA/postmaster.pid")/environ"'
+    for what, command in [
+        ("PID 1 (tini)", ["cat", "/proc/1/environ"]),
+        ("the postmaster", ["bash", "-c", postmaster]),
+    ]:
+        environ = exec_in(shared_db.postgres, command, user="postgres")
+        assert environ.exit_code == 0, f"cannot read the environment of {what}"
+        assert "PGDATA=" in environ.stdout  # the control: it is the server's environment
+        assert "SOTADB_APP_VERIFIER" not in environ.stdout
+        assert_no_secret(environ.stdout, f"the environment of {what}", secrets)

@@ -31,6 +31,7 @@ from dataplane_helpers import (
     Database,
     assert_same_secret,
     document_for,
+    exec_in,
     provisioned,
     redact,
     slug_for,
@@ -165,26 +166,62 @@ def test_acknowledged_commits_survive_docker_kill(
 
 def test_acknowledged_commits_survive_a_postmaster_crash(durable_db: Database) -> None:
     postgres = durable_db.postgres
-    pid = int(postgres.attrs["State"]["Pid"])
+    init = int(postgres.attrs["State"]["Pid"])
     restarts = int(postgres.attrs["RestartCount"])
+    # PID 1 is tini; its only child is the postmaster.
+    children = Path(f"/proc/{init}/task/{init}/children").read_text().split() if init else []
+    pid = int(children[0]) if len(children) == 1 else 0
     command = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
     assert command.startswith(b"postgres\0"), (
-        "PID 1 of the PostgreSQL container is not visible as the postmaster from this host "
-        "(these tests must share the Docker engine's PID namespace)"
+        "the postmaster (the child of the PostgreSQL container's PID 1) is not visible from "
+        "this host (these tests must share the Docker engine's PID namespace)"
     )
     killed_at = time.time()
     with writing(durable_db, first_id=2_000_000) as writer:
-        os.kill(pid, signal.SIGKILL)  # the postmaster dies: PID 1, so the container exits
+        os.kill(pid, signal.SIGKILL)  # the postmaster dies, tini exits with it: the container ends
 
         def restarted() -> bool:
             current = durable_db.postgres
             return (
                 current.status == "running"
                 and int(current.attrs["RestartCount"]) > restarts
-                and int(current.attrs["State"]["Pid"]) != pid
+                and int(current.attrs["State"]["Pid"]) != init
             )
 
         wait_for(restarted, timeout=30, what="Docker's restart policy to restart PostgreSQL")
         durable_db.runtime.wait_until_ready(durable_db.slug, durable_db.credentials, timeout=60)
     assert crash_recovery_ran(durable_db, killed_at), "PostgreSQL did not run crash recovery"
     assert_all_acknowledged_present(durable_db, writer)
+
+
+def test_a_killed_stranger_in_the_container_does_not_restart_the_server(
+    durable_db: Database,
+) -> None:
+    """A process left by `docker exec` (or `kubectl exec`) whose parent exited is re-parented to
+    PID 1. Were the postmaster PID 1, reaping it after a SIGKILL would look like a crashed
+    backend and end every session. tini is PID 1, so a session opened before stays usable."""
+    with psycopg.connect(durable_db.url(), connect_timeout=CONNECT_TIMEOUT) as before:
+        started = before.execute("SELECT pg_postmaster_start_time()").fetchone()
+        orphan = exec_in(
+            durable_db.postgres,
+            ["bash", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+            user="postgres",
+            repeatable=False,
+        )
+        pid = orphan.stdout.strip()
+        assert orphan.exit_code == 0, orphan.stdout
+        assert pid.isdigit(), orphan.stdout
+        killed = exec_in(
+            durable_db.postgres,
+            ["bash", "-c", f'test "$(ps -o ppid= -p {pid} | tr -d " ")" = 1 && kill -KILL {pid}'],
+            user="postgres",
+            repeatable=False,
+        )
+        assert killed.exit_code == 0, "the orphan was not a child of PID 1, or was not killed"
+        wait_for(
+            lambda: exec_in(durable_db.postgres, ["ps", "-p", pid]).exit_code != 0,
+            timeout=10,
+            what="PID 1 to reap the orphan",
+        )
+        time.sleep(0.5)  # the postmaster would have begun its reset by now
+        assert before.execute("SELECT pg_postmaster_start_time()").fetchone() == started
