@@ -21,8 +21,9 @@ $(BIN)/sotadb: pyproject.toml
 system-deps:
 	bash scripts/ensure-system-deps.sh
 
+# The operator image is also the backup runner the data-plane tests run as Jobs.
 images: system-deps
-	bash scripts/build-images.sh
+	bash scripts/build-images.sh postgres pgbouncer operator
 
 demo: setup images
 	bash scripts/demo.sh

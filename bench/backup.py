@@ -2,6 +2,7 @@
 
     python -m bench.backup            # ~1 GB database (about 6-8 minutes on 2 cores)
     python -m bench.backup --quick    # ~100 MB
+    python -m bench.backup --cpu      # and where each measurement's CPU went, per process
 
 Throughputs are MB of database (pg_database_size) per second, so every line compares the same
 thing. The data is half realistic rows (uuid, md5 text, numeric, timestamptz, jsonb: about 2:1
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import secrets
 import shutil
 import sys
@@ -31,6 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, TypeVar
 
+import docker
+
+from bench.proc_cpu import CpuMeter
 from sotadb import names
 from sotadb.backup.catalog import BackupRecord, Compression, Verification
 from sotadb.backup.executors import capture
@@ -82,6 +87,33 @@ def best(runs: int, action: Callable[[], T]) -> tuple[float, T]:
     return min(results, key=lambda pair: pair[0])
 
 
+class Cpu:
+    """With --cpu: per-process CPU of the fastest run of each measurement (`bench.proc_cpu`)."""
+
+    def __init__(self, client: docker.DockerClient, slug: str, *, enabled: bool) -> None:
+        self.client, self.slug, self.enabled = client, slug, enabled
+        self.fastest: dict[str, tuple[float, str]] = {}
+
+    def around(self, label: str, action: Callable[[], T]) -> Callable[[], T]:
+        if not self.enabled:
+            return action
+
+        def measured() -> T:
+            with CpuMeter(self.client, self.slug) as meter:
+                value = action()
+            if label not in self.fastest or meter.wall < self.fastest[label][0]:
+                self.fastest[label] = (meter.wall, meter.summary())
+            return value
+
+        return measured
+
+    def lines(self) -> list[str]:
+        return [
+            f"cpu {label:<22} {wall:6.2f} s wall, {text}"
+            for label, (wall, text) in self.fastest.items()
+        ]
+
+
 def target(name: str, measured: float, wanted: float, unit: str, *, at_most: bool) -> str:
     passed = measured <= wanted if at_most else measured >= wanted
     bound = f"<= {wanted:g}{unit}" if at_most else f">= {wanted:g}{unit}"
@@ -121,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=2, help="timings per measurement (best)")
     parser.add_argument("--no-compressors", action="store_true", help="skip the compressor table")
     parser.add_argument(
+        "--cpu", action="store_true", help="print where each measurement's CPU went, per process"
+    )
+    parser.add_argument(
         "--postgres-image",
         default=names.POSTGRES_IMAGE,
         help="PostgreSQL image (e.g. one with ISA-L's igzip, to measure that path)",
@@ -132,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     backups = DockerBackups(runtime)
     slug = f"bench-backup-{secrets.token_hex(3)}"
     lines: list[str] = []
+    cpu = Cpu(runtime.client, slug, enabled=options.cpu)
     try:
         with database(runtime, slug):
             log(f"loading data into {slug}")
@@ -140,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
             log(f"database size {mb:.0f} MB")
             dump_to_null = "pg_dump --format=plain > /dev/null"
 
-            raw_s, _ = best(options.runs, lambda: superuser(backups, slug, dump_to_null))
+            raw_s, _ = best(
+                options.runs,
+                cpu.around("raw pg_dump", lambda: superuser(backups, slug, dump_to_null)),
+            )
             log(f"raw pg_dump > /dev/null: {raw_s:.2f}s")
 
             def backup(compression: Compression) -> BackupRecord:
@@ -149,24 +188,32 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"bench: backup failed: {record.message}")
                 return record
 
-            backup_s, record = best(options.runs, lambda: backup(Compression.GZIP))
+            backup_s, record = best(
+                options.runs, cpu.around("backup (gzip)", lambda: backup(Compression.GZIP))
+            )
             log(f"backup (gzip): {backup_s:.2f}s, {record.size or 0} bytes via {record.compressor}")
-            zstd_s, zstd_record = best(1, lambda: backup(Compression.ZSTD))
+            zstd_s, zstd_record = best(
+                1, cpu.around("backup (zstd)", lambda: backup(Compression.ZSTD))
+            )
             log(f"backup (zstd): {zstd_s:.2f}s, {zstd_record.size or 0} bytes")
 
-            drill_s, drilled = best(1, lambda: backups.verify(slug, record.name))
+            drill_s, drilled = best(
+                1, cpu.around("drill", lambda: backups.verify(slug, record.name))
+            )
             if drilled.verification is not Verification.PASSED:
                 raise SystemExit(f"bench: the drill failed: {drilled.message}")
             log(f"drill: {drill_s:.2f}s")
 
-            restore_s, _ = best(options.runs, lambda: backups.restore(slug, record.name))
+            restore_s, _ = best(
+                options.runs, cpu.around("restore", lambda: backups.restore(slug, record.name))
+            )
             log(f"restore in place: {restore_s:.2f}s")
 
             compressor_rows = []
             if not options.no_compressors:
                 for command in COMPRESSORS:
                     text = f"set -o pipefail; pg_dump --format=plain | {command} -c | wc -c"
-                    seconds, out = best(1, lambda text=text: superuser(backups, slug, text))
+                    seconds, out = best(1, functools.partial(superuser, backups, slug, text))
                     compressor_rows.append((command, seconds, int(out)))
                     log(f"{command}: {seconds:.2f}s")
 
@@ -200,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             ]  # fmt: skip
     finally:
         shutil.rmtree(home, ignore_errors=True)
-    print("\n".join(lines))
+    print("\n".join(lines + cpu.lines()))
     return 0
 
 

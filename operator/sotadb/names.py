@@ -6,6 +6,7 @@ Kubernetes name limit.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Final
 
@@ -16,6 +17,8 @@ KIND_DATABASE: Final = "ManagedDatabase"
 KIND_BACKUP: Final = "DatabaseBackup"
 PLURAL_DATABASE: Final = "manageddatabases"
 PLURAL_BACKUP: Final = "databasebackups"
+KIND_RESTORE: Final = "DatabaseRestore"
+PLURAL_RESTORE: Final = "databaserestores"
 
 # The CronJob name `sota-backup-{slug}` may be at most 52 characters (its Jobs append 11),
 # which caps the slug at 40.
@@ -37,6 +40,24 @@ DIRECT_ACCESS_LABEL_PREFIX: Final = "db.sota.io/"
 DIRECT_ACCESS_LABEL_VALUE: Final = "direct"
 ANNOTATION_CONFIG_HASH: Final = "sota.io/config-hash"
 ANNOTATION_SPEC_HASH: Final = "sota.io/spec-hash"
+# Backup, restore and forget Jobs (and their pods) say what they run and for which object.
+LABEL_BACKUP: Final = "sota.io/backup"
+LABEL_RESTORE: Final = "sota.io/restore"
+LABEL_JOB: Final = "sota.io/job"
+JOB_BACKUP: Final = "backup"
+JOB_RESTORE: Final = "restore"
+JOB_FORGET: Final = "forget"
+# Set by Kubernetes on every pod of a Job (1.27+): how a CronJob's pod learns its backup name.
+LABEL_JOB_NAME: Final = "batch.kubernetes.io/job-name"
+# On a DatabaseBackup the CronJob's run made (the operator creates it when it sees the Job).
+LABEL_SCHEDULED: Final = "sota.io/scheduled"
+# On a ManagedDatabase a DatabaseRestore created: the restore's name (so a retry knows its own).
+ANNOTATION_RESTORED_BY: Final = "sota.io/restored-by"
+# On a DatabaseBackup whose file retention already removed: its deletion needs no forget Job.
+ANNOTATION_FORGOTTEN: Final = "sota.io/forgotten"
+# DatabaseBackup and DatabaseRestore names: any DNS-1123 label (a CronJob's Job name fits).
+OBJECT_NAME_MAX_LENGTH: Final = 63
+OBJECT_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 COMPONENT_POSTGRES: Final = "postgres"
 COMPONENT_POOLER: Final = "pgbouncer"
@@ -51,6 +72,8 @@ POSTGRES_IMAGE: Final = "sotadb/postgres:17"
 POOLER_IMAGE: Final = "sotadb/pgbouncer:1.24"
 OPERATOR_IMAGE: Final = "sotadb/operator:0.1.0"
 POSTGRES_UID: Final = 999
+# The operator image's user, which also runs the backup runner in Jobs.
+RUNNER_UID: Final = 10001
 
 # Paths inside the images (operator/images/*/Dockerfile create them).
 POSTGRES_CONFIG_DIR: Final = "/etc/sotadb/postgres"
@@ -60,6 +83,12 @@ POSTGRES_SOCKET_DIR: Final = "/var/run/postgresql"
 POOLER_CONFIG_DIR: Final = "/etc/sotadb/pgbouncer"
 POOLER_AUTH_DIR: Final = "/etc/sotadb/pgbouncer-auth"
 BACKUP_DIR: Final = "/var/lib/sotadb/backups"
+# The runner's scratch emptyDir: the restore drill's throw-away server, a restore's copy.
+BACKUP_SCRATCH_DIR: Final = "/var/lib/sotadb/scratch"
+TERMINATION_LOG: Final = "/dev/termination-log"
+# Kubernetes object names (and label values) are at most 63 characters.
+NAME_MAX_LENGTH: Final = 63
+NAME_HASH_LENGTH: Final = 8
 
 # Name of the PVC template; the StatefulSet's claim becomes `data-sota-db-{slug}-0`.
 DATA_VOLUME: Final = "data"
@@ -77,6 +106,31 @@ def pooler_name(slug: str) -> str:
 
 def backup_cronjob_name(slug: str) -> str:
     return f"sota-backup-{slug}"
+
+
+def _bounded(prefix: str, name: str) -> str:
+    """`{prefix}{name}`, or when that is over 63 characters, its head and 8 hex digits of the
+    sha256 of the whole, so that distinct names stay distinct and the result a DNS label."""
+    full = f"{prefix}{name}"
+    if len(full) <= NAME_MAX_LENGTH:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:NAME_HASH_LENGTH]
+    head = full[: NAME_MAX_LENGTH - NAME_HASH_LENGTH - 1].rstrip("-")
+    return f"{head}-{digest}"
+
+
+def backup_job_name(backup_name: str) -> str:
+    """The Job taking the on-demand DatabaseBackup `backup_name`."""
+    return _bounded("sota-backup-", backup_name)
+
+
+def restore_job_name(restore_name: str) -> str:
+    return _bounded("sota-restore-", restore_name)
+
+
+def forget_job_name(backup_name: str) -> str:
+    """The Job deleting the file and record of DatabaseBackup `backup_name`."""
+    return _bounded("sota-forget-", backup_name)
 
 
 def backups_volume_name(slug: str) -> str:
@@ -141,3 +195,9 @@ def common_labels(slug: str, component: str) -> dict[str, str]:
 def selector_labels(slug: str, component: str) -> dict[str, str]:
     """The stable subset used in selectors (selectors are immutable on workloads)."""
     return {LABEL_INSTANCE: slug, LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def final_backup_name(slug: str, uid: str) -> str:
+    """The DatabaseBackup `deletionPolicy: Snapshot` takes before a delete: the database's uid
+    tells apart the final backups of databases that had the same name (at most 55 characters)."""
+    return f"{slug}-final-{uid.replace('-', '').lower()[:8]}"

@@ -43,6 +43,20 @@ PARAMETER_NAME_PATTERN: Final = r"^[a-z][a-z0-9_.]*$"
 # The CRD's CEL rules over parameters need a bound on their number (API server cost limits).
 MAX_PARAMETERS: Final = 128
 NAMESPACE_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"  # DNS-1123 label
+# spec.backups.s3 (backup/stores.py checks a location against the same rules). Bucket: S3's
+# DNS-compatible names (labels of letters, digits, '-'; no '..', '.-' or '-.').
+S3_BUCKET_PATTERN: Final = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$"
+S3_BUCKET_MIN_LENGTH: Final = 3
+S3_BUCKET_MAX_LENGTH: Final = 63
+S3_PREFIX_PATTERN: Final = r"^([A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*)?$"  # no leading/trailing "/"
+S3_PREFIX_MAX_LENGTH: Final = 256
+S3_ENDPOINT_PATTERN: Final = r"^https?://[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?/?$"
+S3_ENDPOINT_MAX_LENGTH: Final = 270
+S3_REGION_PATTERN: Final = r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$"
+S3_REGION_MAX_LENGTH: Final = 32
+S3_DEFAULT_REGION: Final = "us-east-1"
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+DNS_SUBDOMAIN_MAX_LENGTH: Final = 253
 
 # Parameters the user may not set, and what to do instead. They wire the server into its
 # container (paths, listeners, auth) or are derived from other fields.
@@ -67,6 +81,13 @@ Slug = Annotated[
 Quantity = Annotated[str, StringConstraints(max_length=64, pattern=QUANTITY_PATTERN)]
 ParameterName = Annotated[str, StringConstraints(max_length=63, pattern=PARAMETER_NAME_PATTERN)]
 ParameterValue = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\x00-\x1f\x7f]*$")]
+# DatabaseBackup and DatabaseRestore names: a DNS-1123 label (a CronJob's Job name fits).
+ObjectName = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=names.OBJECT_NAME_MAX_LENGTH, pattern=names.OBJECT_NAME_PATTERN
+    ),
+]
 
 
 class _Model(BaseModel):
@@ -91,6 +112,7 @@ class PoolMode(StrEnum):
 class DeletionPolicy(StrEnum):
     DELETE = "Delete"
     RETAIN = "Retain"
+    SNAPSHOT = "Snapshot"  # a final DatabaseBackup first, then as Delete but keep the backups
 
 
 class StorageSpec(_Model):
@@ -152,9 +174,47 @@ class PostgresqlSpec(_Model):
         return parameters
 
 
+class S3Spec(_Model):
+    """Backups in an S3 bucket instead of the backups volume. The keys live in a Secret."""
+
+    bucket: Annotated[
+        str,
+        StringConstraints(
+            min_length=S3_BUCKET_MIN_LENGTH,
+            max_length=S3_BUCKET_MAX_LENGTH,
+            pattern=S3_BUCKET_PATTERN,
+        ),
+    ]
+    endpoint: (
+        Annotated[
+            str, StringConstraints(max_length=S3_ENDPOINT_MAX_LENGTH, pattern=S3_ENDPOINT_PATTERN)
+        ]
+        | None
+    ) = None
+    region: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=S3_REGION_MAX_LENGTH, pattern=S3_REGION_PATTERN),
+    ] = S3_DEFAULT_REGION
+    prefix: Annotated[
+        str, StringConstraints(max_length=S3_PREFIX_MAX_LENGTH, pattern=S3_PREFIX_PATTERN)
+    ] = ""
+    credentials_secret: Annotated[
+        str,
+        StringConstraints(
+            min_length=1, max_length=DNS_SUBDOMAIN_MAX_LENGTH, pattern=DNS_SUBDOMAIN_PATTERN
+        ),
+    ]
+
+    @property
+    def location(self) -> str:
+        """`s3://bucket[/prefix]`, a Job's SOTADB_BACKUP_LOCATION (no endpoint, no keys)."""
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
 class BackupsSpec(_Model):
     enabled: bool = True
     retention_days: int = Field(default=DEFAULT_RETENTION_DAYS, ge=1, le=MAX_RETENTION_DAYS)
+    s3: S3Spec | None = None  # absent: the backups volume
 
 
 class DatabaseSpec(_Model):
@@ -171,11 +231,21 @@ class BackupSpec(_Model):
     database: Slug
 
 
+class RestoreSpec(_Model):
+    backup: ObjectName
+    # Absent, or the backup's own database: in place. Otherwise a new ManagedDatabase.
+    target: Slug | None = None
+
+
 class _Metadata(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
     name: Slug
     namespace: str = Field(default=DEFAULT_NAMESPACE, max_length=63, pattern=NAMESPACE_PATTERN)
     uid: str | None = None
+
+
+class _ObjectMetadata(_Metadata):
+    name: ObjectName
 
 
 class ManagedDatabase(BaseModel):
@@ -212,6 +282,14 @@ class DatabaseBackup(BaseModel):
     spec: BackupSpec
 
 
+class DatabaseRestore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: str
+    namespace: str
+    uid: str | None
+    spec: RestoreSpec
+
+
 def parse_database(document: Mapping[str, Any]) -> ManagedDatabase:
     """Parse a ManagedDatabase document (as applied by a user, or as read from the API)."""
     metadata, spec = _parse_document(document, names.KIND_DATABASE, DatabaseSpec)
@@ -221,8 +299,15 @@ def parse_database(document: Mapping[str, Any]) -> ManagedDatabase:
 
 
 def parse_backup(document: Mapping[str, Any]) -> DatabaseBackup:
-    metadata, spec = _parse_document(document, names.KIND_BACKUP, BackupSpec)
+    metadata, spec = _parse_document(document, names.KIND_BACKUP, BackupSpec, _ObjectMetadata)
     return DatabaseBackup(
+        name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, spec=spec
+    )
+
+
+def parse_restore(document: Mapping[str, Any]) -> DatabaseRestore:
+    metadata, spec = _parse_document(document, names.KIND_RESTORE, RestoreSpec, _ObjectMetadata)
+    return DatabaseRestore(
         name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, spec=spec
     )
 
@@ -262,7 +347,10 @@ _M = TypeVar("_M", bound=BaseModel)
 
 
 def _parse_document(
-    document: Mapping[str, Any], kind: str, spec_model: type[_M]
+    document: Mapping[str, Any],
+    kind: str,
+    spec_model: type[_M],
+    metadata_model: type[_Metadata] = _Metadata,
 ) -> tuple[_Metadata, _M]:
     """Validate the whole document and report every problem at once, not just the first."""
     if not isinstance(document, Mapping):
@@ -278,18 +366,25 @@ def _parse_document(
         )
     if document.get("kind") != kind:
         problems.append(FieldProblem("kind", f"is {document.get('kind')!r}", f"set kind: {kind}"))
-    metadata = _collect(_Metadata, document.get("metadata") or {}, "metadata", problems)
+    hints = _OBJECT_HINTS if metadata_model is _ObjectMetadata else None
+    metadata = _collect(metadata_model, document.get("metadata") or {}, "metadata", problems, hints)
     spec = _collect(spec_model, document.get("spec") or {}, "spec", problems)
     if problems or metadata is None or spec is None:
         raise InvalidSpec(problems)
     return metadata, spec
 
 
-def _collect(model: type[_M], data: Any, root: str, problems: list[FieldProblem]) -> _M | None:
+def _collect(
+    model: type[_M],
+    data: Any,
+    root: str,
+    problems: list[FieldProblem],
+    hints: Mapping[str, str] | None = None,
+) -> _M | None:
     try:
         return model.model_validate(data, by_alias=True)
     except ValidationError as e:
-        problems.extend(_problem(root, error) for error in e.errors())
+        problems.extend(_problem(root, error, hints) for error in e.errors())
         return None
 
 
@@ -300,15 +395,45 @@ _FIELD_HINTS: Final[Mapping[str, str]] = {
     ),
     "metadata.namespace": "use a valid namespace name (lowercase letters, digits, hyphens)",
     "spec.database": "name an existing ManagedDatabase in this namespace (e.g. my-app)",
+    "spec.backup": "name a Succeeded DatabaseBackup in this namespace (kubectl get dbb)",
+    "spec.target": (
+        "name the ManagedDatabase to restore into (a new name creates it), or leave it out "
+        "to restore in place"
+    ),
     "spec.storage.size": f"write a quantity between {MIN_STORAGE} and {MAX_STORAGE}, e.g. 10Gi",
+    "spec.backups.s3.bucket": (
+        f"use {S3_BUCKET_MIN_LENGTH}-{S3_BUCKET_MAX_LENGTH} lowercase letters, digits, '-' "
+        "and '.', starting and ending with a letter or digit (e.g. my-backups)"
+    ),
+    "spec.backups.s3.endpoint": "write an http(s)://host[:port] URL, e.g. http://minio:9000",
+    "spec.backups.s3.region": "write a region name, e.g. eu-central-1",
+    "spec.backups.s3.prefix": (
+        "write path segments of letters, digits, '.', '_' and '-' separated by '/', with no "
+        "leading or trailing '/', e.g. backups/prod"
+    ),
+    "spec.backups.s3.credentialsSecret": (
+        "name a Secret in this namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    ),
     "spec.resources.memory": f"write a quantity of at least {MIN_MEMORY}, e.g. 1Gi",
     "spec.resources.cpu": "write a positive quantity, e.g. 500m or 2",
 }
 
 
-def _problem(root: str, error: Mapping[str, Any]) -> FieldProblem:
+_OBJECT_HINTS: Final[Mapping[str, str]] = {
+    "metadata.name": (
+        f"use 1-{names.OBJECT_NAME_MAX_LENGTH} lowercase letters, digits and hyphens, "
+        "starting and ending with a letter or digit (e.g. my-app-manual-1)"
+    ),
+}
+
+
+def _problem(
+    root: str, error: Mapping[str, Any], hints: Mapping[str, str] | None = None
+) -> FieldProblem:
     # Pydantic marks a bad mapping key with a trailing "[key]"; the key itself names the field.
     path = ".".join([root, *(str(part) for part in error["loc"] if part != "[key]")])
+    if hints is not None and path in hints:
+        return FieldProblem(path, _describe(error), hints[path])
     kind = error["type"]
     context = error.get("ctx") or {}
     if kind == "extra_forbidden":

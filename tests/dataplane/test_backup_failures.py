@@ -26,6 +26,7 @@ from backup_fixtures import (
 from dataplane_helpers import CONNECT_TIMEOUT, Database, provisioned, slug_for, wait_for
 
 from sotadb.backup.catalog import BackupRecord, Phase, TableSummary, Verification, backup_name
+from sotadb.backup.errors import RestoreRefused
 from sotadb.backup.on_docker import DockerBackups
 from sotadb.docker.runtime import DockerRuntime
 
@@ -137,6 +138,26 @@ def test_a_dump_that_restores_different_data_fails_its_drill(
 
 
 # ---------------------------------------------------------------- failed and killed backups
+
+
+def test_a_restore_whose_data_differs_by_one_value_is_refused_and_changes_nothing(
+    db: Database, backups: DockerBackups, good: BackupRecord
+):
+    """The same row count, one value changed (the dump resealed, not drilled): only the
+    per-table checksum of the restored rows can tell. The side database goes, the live one
+    stays as it was."""
+    record = backups.create(db.slug, drill=False)
+    rewrite_dump(backups, record, b"\n1\t1\t0\t", b"\n1\t1\t999\t")
+    before = observe(db)
+    try:
+        with pytest.raises(
+            RestoreRefused, match=r"public\.pgbench_accounts: checksum differs \(\d+ rows each\)"
+        ):
+            backups.restore(db.slug, record.name)
+    finally:
+        backups.store.delete(backups.store.load(db.slug, record.name))
+    assert observe(db) == before
+    assert db.superuser_sql("SELECT count(*) FROM pg_database WHERE datname LIKE '%sotadb%'") == "0"
 
 
 def test_a_backup_of_a_stopped_database_fails_and_keeps_the_good_ones(

@@ -2,7 +2,8 @@
 
 One database holds pgbench's tables (created by the app role through DIRECT_DATABASE_URL) and
 a table of every common column type in the hyphenated schema "app-data". "Exactly" means the
-row count and the order-independent checksum of every table, computed by the server.
+row count and the sha256 of every table's rows as COPY text (`sotadb.backup.checksums`): the
+values recorded from the dump's own stream equal those read back from the live database.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ operator at will. Its fixtures are in ``conftest_operator.py``, which the ``test
 modules load with ``pytest_plugins = ["conftest_operator"]``.
 
 Requests are told apart by user agent: kopf's own (``kopf/…``) and the operator's client
-(the ``kubernetes`` package's ``OpenAPI-Generator/…``) are the operator's; the tests' client
-says ``sotadb-operator-tests`` and kubectl says ``kubectl/…``.
+(``sotadb-operator/<version>``, also on its list-and-watch of owned objects) are the
+operator's; the tests' client says ``sotadb-operator-tests`` and kubectl ``kubectl/…``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from kubeemu import ApiCall, KubeEmulator, Write
 
 from sotadb import names
 from sotadb.credentials import Credentials
+from sotadb.kube.api import USER_AGENT
+from sotadb.kube.backup_handlers import register_backups
 from sotadb.kube.handlers import OperatorConfig, register
 from sotadb.kube.observe import Observed, observe
 from sotadb.kube.reconcile import keep_immutable_claims
@@ -44,11 +46,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 CRDS = (
     REPO / "crds" / "manageddatabases.sota.io.yaml",
     REPO / "crds" / "databasebackups.sota.io.yaml",
+    REPO / "crds" / "databaserestores.sota.io.yaml",
 )
 MINIMAL = REPO / "manifests" / "examples" / "minimal.yaml"
 NAMESPACE = "default"
 MDB = "manageddatabases.sota.io"
-OPERATOR_AGENTS = ("kopf/", "OpenAPI-Generator/")
+OPERATOR_AGENTS = ("kopf/", USER_AGENT)
 TEST_AGENT = "sotadb-operator-tests"
 # Every kind a ManagedDatabase owns, as the emulator (and kubectl) names its resource.
 OWNED_RESOURCES: Mapping[str, str] = {
@@ -61,7 +64,8 @@ OWNED_RESOURCES: Mapping[str, str] = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "CronJob": "cronjobs.batch",
 }
-# What a started operator watches (kopf first lists, then watches each).
+# What a started operator watches: kopf the ManagedDatabases and workloads, the operator's own
+# list-and-watch every owned kind (each is listed first, then watched).
 WATCHED = {"manageddatabases", *(r.split(".")[0] for r in OWNED_RESOURCES.values())}
 # Owned objects the operator itself renders (the data PVC comes from the StatefulSet).
 RENDERED_COUNT = 12
@@ -111,8 +115,13 @@ class Operator:
         registry = kopf.OperatorRegistry()
         register(
             registry,
-            OperatorConfig(kubeconfig=str(self.kubeconfig), resync_seconds=self.resync_seconds),
+            OperatorConfig(
+                kubeconfig=str(self.kubeconfig),
+                resync_seconds=self.resync_seconds,
+                namespaces=self.namespaces,
+            ),
         )
+        register_backups(registry)
 
         dead = self._dead = threading.Event()
 
@@ -161,9 +170,7 @@ class Operator:
 
     def watching(self, since: int) -> set[str]:
         return {
-            c.plural or ""
-            for c in self.emu.calls(since)
-            if c.verb == "watch" and c.user_agent.startswith("kopf/")
+            c.plural or "" for c in self.emu.calls(since) if c.verb == "watch" and is_operator(c)
         }
 
     def kill(self) -> None:
@@ -465,3 +472,112 @@ class WatchRecorder:
         self._response.close()  # the socket's file: the socket is only closed with it
         self._connection.close()
         return self.events
+
+
+# ---------------------------------------------------------------- backups: the controllers' part
+
+
+def set_workloads_ready(kubectl: Any, slug: str) -> None:
+    """The StatefulSet and Deployment controllers' part: one ready replica each (openly)."""
+    for kind, name in (
+        ("statefulset", names.postgres_name(slug)),
+        ("deployment", names.pooler_name(slug)),
+    ):
+        kubectl(
+            "patch",
+            kind,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            '{"status":{"replicas":1,"readyReplicas":1}}',
+        )
+
+
+def utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def start_job(client: Any, name: str, namespace: str = NAMESPACE) -> None:
+    """The Job controller's part: the Job has started a pod."""
+    from kubernetes.client import BatchV1Api
+
+    BatchV1Api(client).patch_namespaced_job_status(
+        name, namespace, {"status": {"startTime": utc_now(), "active": 1}}
+    )
+
+
+def finish_job(
+    client: Any,
+    name: str,
+    *,
+    succeeded: bool,
+    message: str | None,
+    namespace: str = NAMESPACE,
+) -> None:
+    """The Job controller's and the kubelet's part: the Job's pod (labelled with the Job's name,
+    as the Job controller labels it) terminated with `message` as its termination message,
+    then the Job's status says Complete or Failed."""
+    from kubernetes.client import BatchV1Api, CoreV1Api
+
+    core, batch = CoreV1Api(client), BatchV1Api(client)
+    now = utc_now()
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name[:50]}-pod01",
+            "labels": {names.LABEL_JOB_NAME: name, "job-name": name},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "runner", "image": names.OPERATOR_IMAGE}],
+        },
+    }
+    core.create_namespaced_pod(namespace, pod)
+    terminated: dict[str, Any] = {
+        "exitCode": 0 if succeeded else 1,
+        "reason": "Completed" if succeeded else "Error",
+        "startedAt": now,
+        "finishedAt": now,
+    }
+    if message is not None:
+        terminated["message"] = message
+    core.patch_namespaced_pod_status(
+        pod["metadata"]["name"],  # type: ignore[index]
+        namespace,
+        {
+            "status": {
+                "phase": "Succeeded" if succeeded else "Failed",
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": names.OPERATOR_IMAGE,
+                        "imageID": "",
+                        "ready": False,
+                        "restartCount": 0,
+                        "state": {"terminated": terminated},
+                    }
+                ],
+            }
+        },
+    )
+    condition = (
+        {"type": "Complete", "status": "True"}
+        if succeeded
+        else {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+        }
+    )
+    status: dict[str, Any] = {
+        "startTime": now,
+        "active": 0,
+        "conditions": [{**condition, "lastProbeTime": now, "lastTransitionTime": now}],
+        ("succeeded" if succeeded else "failed"): 1,
+    }
+    if succeeded:
+        status["completionTime"] = now
+    batch.patch_namespaced_job_status(name, namespace, {"status": status})

@@ -32,6 +32,7 @@ from operator_harness import (
 )
 
 from sotadb import names
+from sotadb.kube.api import USER_AGENT
 from sotadb.kube.handlers import OperatorConfig, register
 from sotadb.kube.injection import FIELD_MANAGER, register_injection
 from sotadb.render import injection
@@ -163,7 +164,7 @@ def sent_patches(emu: KubeEmulator, name: str) -> list[tuple[str, dict[str, Any]
         for r in emu.call(lambda: list(emu.kmock))
         if str(getattr(r.method, "value", r.method)) == "PATCH"
         and r.url.path == path
-        and r.headers.get("User-Agent", "").startswith("OpenAPI-Generator/")
+        and r.headers.get("User-Agent", "") == USER_AGENT
     ]
 
 

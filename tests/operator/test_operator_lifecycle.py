@@ -295,13 +295,13 @@ def test_an_idle_resync_sends_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     resyncs: list[float] = []
-    original = reconcile.Reconciler.reconcile
+    original = reconcile.Reconciler.plan
 
     def counted(self: reconcile.Reconciler, *args: object, **kwargs: object) -> object:
         resyncs.append(time.monotonic())
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(reconcile.Reconciler, "reconcile", counted)
+    monkeypatch.setattr(reconcile.Reconciler, "plan", counted)
     start_operator(resync_seconds=1.0)
     apply_minimal(kubectl)
     kubectl(

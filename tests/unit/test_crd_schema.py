@@ -28,6 +28,7 @@ from sotadb.quantity import QUANTITY_PATTERN
 ROOT = Path(__file__).resolve().parents[2]
 DB = Crd.load(ROOT / "crds" / "manageddatabases.sota.io.yaml")
 BACKUP = Crd.load(ROOT / "crds" / "databasebackups.sota.io.yaml")
+RESTORE = Crd.load(ROOT / "crds" / "databaserestores.sota.io.yaml")
 EXAMPLES = ROOT / "manifests" / "examples"
 DEFAULT_SPEC = spec.DatabaseSpec().model_dump(by_alias=True, mode="json", exclude_none=True)
 
@@ -85,7 +86,7 @@ def schema_at(crd: Crd, dotted: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("kube", ["1.30", "1.33"])
-@pytest.mark.parametrize("crd", [DB, BACKUP], ids=["database", "backup"])
+@pytest.mark.parametrize("crd", [DB, BACKUP, RESTORE], ids=["database", "backup", "restore"])
 def test_crd_is_a_valid_custom_resource_definition(crd: Crd, kube: str) -> None:
     assert kubernetes_validate.validate(dict(crd.document), kube, strict=True) == kube
 
@@ -105,8 +106,9 @@ def test_kubernetes_validate_strict_mode_catches_a_misspelt_rule_field() -> None
     [
         (DB, names.KIND_DATABASE, names.PLURAL_DATABASE, "mdb"),
         (BACKUP, names.KIND_BACKUP, names.PLURAL_BACKUP, "dbb"),
+        (RESTORE, names.KIND_RESTORE, names.PLURAL_RESTORE, "dbr"),
     ],
-    ids=["database", "backup"],
+    ids=["database", "backup", "restore"],
 )
 def test_crd_names_and_version(crd: Crd, kind: str, plural: str, short: str) -> None:
     body = crd.document["spec"]
@@ -124,7 +126,7 @@ def test_crd_names_and_version(crd: Crd, kind: str, plural: str, short: str) -> 
     assert version["subresources"] == {"status": {}}
 
 
-@pytest.mark.parametrize("crd", [DB, BACKUP], ids=["database", "backup"])
+@pytest.mark.parametrize("crd", [DB, BACKUP, RESTORE], ids=["database", "backup", "restore"])
 def test_schema_is_structural_and_described(crd: Crd) -> None:
     assert structural_problems(crd.schema) == []
 
@@ -134,6 +136,7 @@ def test_schema_is_structural_and_described(crd: Crd) -> None:
     [
         pytest.param(DB, ["status.appliedSpec", "status.kopf"], id="database"),
         pytest.param(BACKUP, ["status.kopf"], id="backup"),
+        pytest.param(RESTORE, ["status.kopf"], id="restore"),
     ],
 )
 def test_unknown_fields_are_kept_only_for_kopf_and_the_applied_spec(
@@ -238,10 +241,11 @@ def test_structural_check_finds_each_problem(schema: dict[str, Any], problem: st
     assert any(problem in found for found in structural_problems(schema)), problem
 
 
-def test_kustomization_lists_both_crds() -> None:
+def test_kustomization_lists_every_crd() -> None:
     kustomization = yaml.safe_load((ROOT / "crds" / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == [
         "databasebackups.sota.io.yaml",
+        "databaserestores.sota.io.yaml",
         "manageddatabases.sota.io.yaml",
     ]
     assert all((ROOT / "crds" / f).is_file() for f in kustomization["resources"])
@@ -260,12 +264,28 @@ def test_patterns_and_limits_are_the_ones_spec_py_uses() -> None:
     database_field = schema_at(BACKUP, "spec.database")
     assert database_field["pattern"] == names.SLUG_PATTERN
     assert database_field["maxLength"] == names.SLUG_MAX_LENGTH
-    for crd in (DB, BACKUP):
+    rules = [r["rule"] for r in DB.schema["x-kubernetes-validations"]]
+    assert rules == [
+        f"self.metadata.name.matches('{names.SLUG_PATTERN}')",
+        f"size(self.metadata.name) <= {names.SLUG_MAX_LENGTH}",
+    ]
+    # Backups and restores: any DNS-1123 label (a CronJob's Job name, at 63, fits).
+    for crd in (BACKUP, RESTORE):
         rules = [r["rule"] for r in crd.schema["x-kubernetes-validations"]]
         assert rules == [
-            f"self.metadata.name.matches('{names.SLUG_PATTERN}')",
-            f"size(self.metadata.name) <= {names.SLUG_MAX_LENGTH}",
+            f"self.metadata.name.matches('{names.OBJECT_NAME_PATTERN}')",
+            f"size(self.metadata.name) <= {names.OBJECT_NAME_MAX_LENGTH}",
         ]
+    backup_field = schema_at(RESTORE, "spec.backup")
+    assert (backup_field["pattern"], backup_field["maxLength"]) == (
+        names.OBJECT_NAME_PATTERN,
+        names.OBJECT_NAME_MAX_LENGTH,
+    )
+    target_field = schema_at(RESTORE, "spec.target")
+    assert (target_field["pattern"], target_field["maxLength"]) == (
+        names.SLUG_PATTERN,
+        names.SLUG_MAX_LENGTH,
+    )
 
 
 # --- Examples -----------------------------------------------------------------------------------
@@ -324,6 +344,13 @@ def test_backup_example_is_valid_for_both() -> None:
     assert spec.parse_backup(document).spec.database == "my-app"
 
 
+def test_restore_example_is_valid_for_both() -> None:
+    document = load("restore.yaml")
+    assert RESTORE.admit(document) == []
+    parsed = spec.parse_restore(document).spec
+    assert (parsed.backup, parsed.target) == ("my-app-manual-1", "my-app-copy")
+
+
 # --- Defaults -----------------------------------------------------------------------------------
 
 
@@ -360,6 +387,58 @@ def test_defaulting_does_not_touch_the_input() -> None:
 # --- Bounds: both sides accept and reject the same specs ----------------------------------------
 
 NAME_41 = "a" * 41
+S3 = {"bucket": "my-backups", "credentialsSecret": "my-app-s3"}
+GOOD_S3 = [
+    ("minimal", S3),
+    (
+        "every-field",
+        {
+            **S3,
+            "endpoint": "http://minio.storage:9000",
+            "region": "eu-central-1",
+            "prefix": "prod/my-app",
+        },
+    ),
+    ("bucket-3", {**S3, "bucket": "abc"}),
+    ("bucket-63", {**S3, "bucket": "a" * 63}),
+    ("bucket-dots-digits", {**S3, "bucket": "backups.2026.example"}),
+    ("endpoint-https-slash", {**S3, "endpoint": "https://s3.eu.example.com/"}),
+    ("endpoint-ip-port", {**S3, "endpoint": "http://10.0.0.7:9000"}),
+    ("prefix-empty", {**S3, "prefix": ""}),
+    ("prefix-one-segment", {**S3, "prefix": "db_backups-1.x"}),
+    ("prefix-256", {**S3, "prefix": "p" * 256}),
+    ("secret-dotted", {**S3, "credentialsSecret": "s3.keys-1"}),
+]
+BAD_S3 = [
+    ("no-bucket", {"credentialsSecret": "k"}),
+    ("no-credentials-secret", {"bucket": "my-backups"}),
+    ("empty", {}),
+    ("not-an-object", "s3://my-backups"),
+    ("unknown-field", {**S3, "accessKey": "AKIA"}),
+    ("bucket-2", {**S3, "bucket": "ab"}),
+    ("bucket-64", {**S3, "bucket": "a" * 64}),
+    ("bucket-uppercase", {**S3, "bucket": "My-Backups"}),
+    ("bucket-underscore", {**S3, "bucket": "my_backups"}),
+    ("bucket-double-dot", {**S3, "bucket": "my..backups"}),
+    ("bucket-dot-hyphen", {**S3, "bucket": "my.-backups"}),
+    ("bucket-leading-hyphen", {**S3, "bucket": "-backups"}),
+    ("bucket-trailing-dot", {**S3, "bucket": "backups."}),
+    ("bucket-newline", {**S3, "bucket": "backups\n"}),
+    ("bucket-not-a-string", {**S3, "bucket": 7}),
+    ("endpoint-no-scheme", {**S3, "endpoint": "minio:9000"}),
+    ("endpoint-ftp", {**S3, "endpoint": "ftp://minio"}),
+    ("endpoint-path", {**S3, "endpoint": "http://minio:9000/s3"}),
+    ("endpoint-userinfo", {**S3, "endpoint": "http://key:secret@minio:9000"}),
+    ("region-uppercase", {**S3, "region": "EU-CENTRAL-1"}),
+    ("region-empty", {**S3, "region": ""}),
+    ("prefix-leading-slash", {**S3, "prefix": "/backups"}),
+    ("prefix-trailing-slash", {**S3, "prefix": "backups/"}),
+    ("prefix-double-slash", {**S3, "prefix": "a//b"}),
+    ("prefix-space", {**S3, "prefix": "my backups"}),
+    ("prefix-257", {**S3, "prefix": "p" * 257}),
+    ("secret-uppercase", {**S3, "credentialsSecret": "My-S3"}),
+    ("secret-empty", {**S3, "credentialsSecret": ""}),
+]
 INVALID = [
     pytest.param(
         database({"postgresql": {"parameters": {f"p{i}": "1" for i in range(129)}}}),
@@ -429,6 +508,7 @@ INVALID = [
     pytest.param(database({"backups": {"retentionDays": 366}}), id="retention-366"),
     pytest.param(database({"backups": {"enabled": "yes"}}), id="enabled-not-bool"),
     pytest.param(database({"deletionPolicy": "delete"}), id="deletion-lowercase"),
+    *[pytest.param(database({"backups": {"s3": s3}}), id=f"s3-{case}") for case, s3 in BAD_S3],
     pytest.param(database(name="My-App"), id="name-uppercase"),
     pytest.param(database(name="1-app"), id="name-leading-digit"),
     pytest.param(database(name="my-app-"), id="name-trailing-hyphen"),
@@ -476,9 +556,56 @@ VALID = [
     pytest.param(database({"backups": {"enabled": False, "retentionDays": 365}}), id="backups-off"),
     pytest.param(database({"backups": {"retentionDays": 1}}), id="retention-1"),
     pytest.param(database({"deletionPolicy": "Delete"}), id="deletion-delete"),
+    *[pytest.param(database({"backups": {"s3": s3}}), id=f"s3-{case}") for case, s3 in GOOD_S3],
     pytest.param(database(name="a" * 40), id="name-40"),
     pytest.param(database(name="a"), id="name-1"),
 ]
+
+
+def test_s3_patterns_and_limits_are_the_ones_spec_py_uses() -> None:
+    expected = {
+        "bucket": (spec.S3_BUCKET_PATTERN, spec.S3_BUCKET_MAX_LENGTH),
+        "endpoint": (spec.S3_ENDPOINT_PATTERN, spec.S3_ENDPOINT_MAX_LENGTH),
+        "region": (spec.S3_REGION_PATTERN, spec.S3_REGION_MAX_LENGTH),
+        "prefix": (spec.S3_PREFIX_PATTERN, spec.S3_PREFIX_MAX_LENGTH),
+        "credentialsSecret": (spec.DNS_SUBDOMAIN_PATTERN, spec.DNS_SUBDOMAIN_MAX_LENGTH),
+    }
+    s3 = schema_at(DB, "spec.backups.s3")
+    found = {k: (v["pattern"], v["maxLength"]) for k, v in s3["properties"].items()}
+    assert found == expected
+    assert s3["properties"]["bucket"]["minLength"] == spec.S3_BUCKET_MIN_LENGTH
+    assert s3["properties"]["region"]["default"] == spec.S3_DEFAULT_REGION
+    assert sorted(s3["required"]) == ["bucket", "credentialsSecret"]
+
+
+def test_s3_defaults_are_filled_in_alike_and_absent_s3_stays_absent() -> None:
+    document = database({"backups": {"s3": S3}})
+    assert DB.default(document)["spec"]["backups"]["s3"] == {
+        **S3,
+        "region": spec.S3_DEFAULT_REGION,
+        "prefix": "",
+    }
+    assert DB.default(document)["spec"] == dump(document)
+    assert "s3" not in DB.default(database({"backups": {}}))["spec"]["backups"]
+    assert spec.parse_database(database()).spec.backups.s3 is None
+
+
+@pytest.mark.parametrize(
+    ("s3", "field"),
+    [
+        pytest.param({**S3, "bucket": "My_Bucket"}, "bucket", id="bucket"),
+        pytest.param({**S3, "endpoint": "minio:9000"}, "endpoint", id="endpoint"),
+        pytest.param({**S3, "prefix": "/x"}, "prefix", id="prefix"),
+        pytest.param({**S3, "region": "EU"}, "region", id="region"),
+        pytest.param({**S3, "credentialsSecret": "A"}, "credentialsSecret", id="secret"),
+    ],
+)
+def test_a_bad_s3_field_is_named_with_its_fix(s3: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidSpec) as refused:
+        spec.parse_database(database({"backups": {"s3": s3}}))
+    [problem] = refused.value.problems
+    assert problem.field == f"spec.backups.s3.{field}"
+    assert problem.fix not in ("", "correct the value")
 
 
 @pytest.mark.parametrize("document", INVALID)
@@ -582,6 +709,21 @@ _SPECS = fields(
     backups=fields(
         enabled=near([True, False], ["true", 1]),
         retentionDays=near([1, 2, 7, 364, 365], [0, 366, -7]),
+        s3=fields(
+            bucket=near(
+                ["abc", "my-backups", "a" * 63, "b.2026.x", "0-0"],
+                ["ab", "a" * 64, "a..b", "A-b", "a_b", "-ab", "ab-", "a.-b", "ab\n", ""],
+            ),
+            endpoint=near(
+                ["http://minio:9000", "https://s3.example.com", "http://10.0.0.1:80/"],
+                ["minio:9000", "ftp://m", "http://m/p", "http://", "https://-m"],
+            ),
+            region=near(["us-east-1", "eu-central-1", "x", "r" * 32], ["", "EU", "r" * 33]),
+            prefix=near(
+                ["", "a", "a/b", "x_y.z-1/q", "p" * 256], ["/a", "a/", "a//b", "a b", "p" * 257]
+            ),
+            credentialsSecret=near(["k", "my-s3", "s3.keys"], ["", "My", "k_s3", "k" * 254]),
+        ),
     ),
     deletionPolicy=near(["Delete", "Retain"], ["delete", ""]),
 )
@@ -678,6 +820,58 @@ def test_changing_postgres_version_is_refused_by_both() -> None:
         )
 
 
+def restore(
+    backup_: Any = "my-app-manual-1", target: Any = None, *, name: str = "restore-1"
+) -> dict[str, Any]:
+    spec_: dict[str, Any] = {"backup": backup_}
+    if target is not None:
+        spec_["target"] = target
+    return {
+        "apiVersion": names.API_VERSION,
+        "kind": names.KIND_RESTORE,
+        "metadata": {"name": name},
+        "spec": spec_,
+    }
+
+
+@pytest.mark.parametrize(
+    ("document", "valid"),
+    [
+        pytest.param(restore(), True, id="in-place"),
+        pytest.param(restore(target="my-copy"), True, id="as-new"),
+        pytest.param(restore("sota-backup-my-app-29012345"), True, id="scheduled-backup"),
+        pytest.param(restore(name="a" * 63), True, id="name-63"),
+        pytest.param(restore(name="a" * 64), False, id="name-64"),
+        pytest.param(restore(name="Restore"), False, id="name-uppercase"),
+        pytest.param(restore(""), False, id="backup-empty"),
+        pytest.param(restore("b" * 64), False, id="backup-64"),
+        pytest.param(restore(target=NAME_41), False, id="target-41"),
+        pytest.param(restore(target="1db"), False, id="target-starts-with-digit"),
+        pytest.param(restore(target=""), False, id="target-empty"),
+        pytest.param({**restore(), "spec": {}}, False, id="no-backup"),
+        pytest.param({**restore(), "spec": {"backup": "b", "x": 1}}, False, id="unknown-field"),
+    ],
+)
+def test_restores_are_judged_alike(document: dict[str, Any], valid: bool) -> None:
+    assert (RESTORE.admit(document) == []) is valid
+    assert accepts(spec.parse_restore, document) is valid
+
+
+def test_restore_spec_cannot_change() -> None:
+    old = restore()
+    assert RESTORE.admit(restore(target="elsewhere"), old) == [
+        "spec: spec cannot change; create a new DatabaseRestore instead"
+    ]
+    assert RESTORE.admit(copy.deepcopy(old), old) == []
+
+
+def test_snapshot_is_a_deletion_policy_on_both_sides() -> None:
+    document = database({"deletionPolicy": "Snapshot"})
+    assert DB.admit(document) == []
+    assert dump(document)["deletionPolicy"] == "Snapshot"
+    assert schema_at(DB, "spec.deletionPolicy")["enum"] == [p.value for p in spec.DeletionPolicy]
+
+
 def test_backup_spec_cannot_change() -> None:
     old = backup("my-app")
     assert BACKUP.admit(backup("other-app"), old) == [
@@ -695,7 +889,11 @@ def test_backup_spec_cannot_change() -> None:
         pytest.param(backup(""), False, id="database-empty"),
         pytest.param(backup("My-App"), False, id="database-uppercase"),
         pytest.param(backup(7), False, id="database-not-a-string"),
-        pytest.param(backup(name=NAME_41), False, id="name-41"),
+        pytest.param(backup(name=NAME_41), True, id="name-41"),
+        pytest.param(backup(name="sota-backup-" + "a" * 40 + "-29012345"), True, id="cron-run"),
+        pytest.param(backup(name="1-manual"), True, id="name-starts-with-digit"),
+        pytest.param(backup(name="a" * 64), False, id="name-64"),
+        pytest.param(backup(name="manual-"), False, id="name-trailing-hyphen"),
         pytest.param({**backup(), "spec": {}}, False, id="no-database"),
         pytest.param({**backup(), "spec": {"database": "a", "x": 1}}, False, id="unknown-field"),
     ],
@@ -792,6 +990,25 @@ def test_a_realistic_status_is_valid() -> None:
         "kopf": {"dummy": "2026"},
     }
     assert BACKUP.admit({**backup(), "status": backup_status}) == []
+    restore_status = {
+        "phase": "Succeeded",
+        "target": "my-copy",
+        "job": "sota-restore-r1",
+        "startedAt": "2026-11-25T04:00:00Z",
+        "completedAt": "2026-11-25T04:01:00Z",
+        "message": "restored backup b1 into my-copy",
+        "conditions": [
+            {
+                "type": "Complete",
+                "status": "True",
+                "reason": "Restored",
+                "message": "restored",
+                "lastTransitionTime": "2026-11-25T04:01:00Z",
+            }
+        ],
+    }
+    assert RESTORE.admit({**restore(), "status": restore_status}) == []
+    assert RESTORE.admit({**restore(), "status": {"phase": "Running"}}) != []
 
 
 @pytest.mark.parametrize(
@@ -814,6 +1031,7 @@ def columns(crd: Crd) -> dict[str, dict[str, Any]]:
 def test_printer_columns_are_the_documented_ones() -> None:
     assert list(columns(DB)) == ["Phase", "Ready", "Secret", "Last Backup", "Age"]
     assert list(columns(BACKUP)) == ["Database", "Phase", "Size", "Verified", "Age"]
+    assert list(columns(RESTORE)) == ["Backup", "Phase", "Target", "Age"]
 
 
 _STEP = re.compile(r"\.([A-Za-z]+)|\[\?\(@\.([A-Za-z]+)==\"[^\"]*\"\)\]")
@@ -837,7 +1055,7 @@ def resolve_json_path(crd: Crd, path: str) -> dict[str, Any]:
     return node
 
 
-@pytest.mark.parametrize("crd", [DB, BACKUP], ids=["database", "backup"])
+@pytest.mark.parametrize("crd", [DB, BACKUP, RESTORE], ids=["database", "backup", "restore"])
 def test_printer_columns_read_fields_that_exist(crd: Crd) -> None:
     for name, column in columns(crd).items():
         node = resolve_json_path(crd, column["jsonPath"])

@@ -55,7 +55,17 @@ def test_a_full_spec_is_kept_as_written():
         "resources": {"memory": "2Gi", "cpu": "2"},
         "pool": {"mode": "session", "defaultPoolSize": 50, "maxClientConnections": 500},
         "postgresql": {"parameters": {"work_mem": "16MB"}},
-        "backups": {"enabled": False, "retentionDays": 30},
+        "backups": {
+            "enabled": False,
+            "retentionDays": 30,
+            "s3": {
+                "bucket": "acme.db-backups",
+                "endpoint": "https://s3.example.com:9000",
+                "region": "eu-central-1",
+                "prefix": "prod/orders",
+                "credentialsSecret": "orders-s3",
+            },
+        },
         "deletionPolicy": "Delete",
     }
     db = parse_database(database(spec=spec))

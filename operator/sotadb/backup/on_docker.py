@@ -52,6 +52,7 @@ from sotadb.backup.executors import DockerExecutor, capture
 from sotadb.backup.runner import Clock, Progress, utc_now
 from sotadb.backup.schedule import next_due
 from sotadb.backup.store import BackupStore
+from sotadb.backup.stores import Store
 from sotadb.docker import engine
 from sotadb.docker.runtime import DockerRuntime, minimal_document
 from sotadb.errors import SotadbError
@@ -89,10 +90,10 @@ class PassResult:
 
 
 class DockerBackups:
-    def __init__(self, runtime: DockerRuntime, store: BackupStore | None = None) -> None:
+    def __init__(self, runtime: DockerRuntime, store: Store | None = None) -> None:
         self.runtime = runtime
         self.client: docker.DockerClient = runtime.client
-        self.store = store or BackupStore(runtime.store.home / "backups")
+        self.store: Store = store or BackupStore(runtime.store.home / "backups")
 
     def executor(self, slug: str) -> DockerExecutor:
         return DockerExecutor(self.client, names.postgres_name(slug), env=SUPERUSER_ENV)

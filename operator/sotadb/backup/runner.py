@@ -1,6 +1,7 @@
-"""Dump, drill and restore, over an `Executor` (where scripts run) and a `BackupStore` (where
-files go). Nothing here knows about Docker or Kubernetes; `on_docker` supplies executors for
-the database's container and for scratch containers, and a Kubernetes Job will supply local
+"""Dump, drill and restore, over an `Executor` (where scripts run) and a `Store` (where dumps
+and records go: a directory, `store.BackupStore`, or S3, `object_store.S3BackupStore`).
+Nothing here knows about Docker or Kubernetes; `on_docker` supplies executors for the
+database's container and for scratch containers, and a Kubernetes Job will supply local
 ones.
 
 - `dump`: the dump script streams the compressed dump; its bytes go into the partial file and
@@ -8,7 +9,9 @@ ones.
   complete checksum list → the file is committed and a Succeeded record saved. Anything else →
   the partial file is removed and a Failed record (with the script's last diagnostics as the
   reason) is saved; older backups are not touched.
-- `check_file`: size and sha256 of the file against its record, before anything is touched.
+- `check_file`: size and sha256 of the stored dump against its record, before anything is
+  touched (for S3 that reads the whole object once; the replay reads it again and hashes
+  what it sent).
 - `drill`: replay the dump into a scratch server (one transaction: with `wal_level=minimal`
   the COPYs write no WAL), take the checksums there, compare with the record.
 - `restore_into`: never into the live database directly. The dump is replayed into
@@ -21,7 +24,7 @@ ones.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
@@ -36,15 +39,16 @@ from sotadb.backup.catalog import (
     Verification,
     unique_name,
 )
-from sotadb.backup.errors import BackupFailed, RestoreRefused
+from sotadb.backup.errors import BackupFailed, BackupNotFound, RestoreRefused
 from sotadb.backup.executors import Captured, Executor, capture
-from sotadb.backup.store import BackupStore
+from sotadb.backup.stores import Store, StoreUnavailable
 
 Progress = Callable[[str], None]
 Clock = Callable[[], datetime]
 CHUNK: Final = 1 << 20
 PROGRESS_EVERY: Final = 64 << 20  # bytes between two progress messages
 DIAGNOSTIC_LINES: Final = 4
+VERIFY_SESSIONS: Final = 2  # each reads half the tables: a COPY-out backend per core
 
 
 def utc_now() -> datetime:
@@ -60,18 +64,21 @@ def _quiet(_: str) -> None:
 
 def dump(
     source: Executor,
-    store: BackupStore,
+    store: Store,
     slug: str,
     *,
     compression: Compression = Compression.GZIP,
     clock: Clock = utc_now,
     progress: Progress = _quiet,
+    name: str | None = None,
 ) -> BackupRecord:
-    """Take one backup and save its record (Succeeded or Failed). The caller holds the lock."""
+    """Take one backup and save its record (Succeeded or Failed). The caller holds the lock.
+    `name` is the backup's name (e.g. its DatabaseBackup's); by default one from the time."""
     for removed in store.clean(slug):
         progress(f"removed {removed} (left by an interrupted run)")
     started = clock()
-    name = unique_name(slug, started, {r.name for r in store.records(slug)})
+    if name is None:
+        name = unique_name(slug, started, {r.name for r in store.records(slug)})
     file_name = f"{name}{compression.suffix}"
     tables: dict[str, TableSummary] = {}
     meta: dict[str, object] = {}
@@ -112,8 +119,13 @@ def dump(
                 raise BackupFailed(_reason(f"the dump in {source.where}", status, diagnostics))
             if meta.get("kind") != "meta":
                 raise BackupFailed(f"the dump in {source.where} reported no checksum results")
+            if missing := checksums.unaccounted(tables, meta):
+                raise BackupFailed(
+                    f"the dump's checksums lack {len(missing)} of its tables (first: "
+                    f"{missing[0]}): their rows were not found in pg_dump's output"
+                )
             written = partial.commit()
-    except (BackupFailed, checksums.ChecksumOutputInvalid, OSError) as e:
+    except (BackupFailed, StoreUnavailable, checksums.ChecksumOutputInvalid, OSError) as e:
         record = _failed(failed, str(e))
         store.save(record)
         return record
@@ -125,7 +137,7 @@ def dump(
         started_at=started,
         completed_at=clock(),
         file=file_name,
-        location=str(written.path),
+        location=written.location,
         size=written.size,
         sha256=written.sha256,
         format=compression.record_format,
@@ -158,49 +170,56 @@ def _reason(what: str, status: int, diagnostics: list[str]) -> str:
 # ---------------------------------------------------------------- the file itself
 
 
-def check_file(store: BackupStore, record: BackupRecord) -> Path:
-    """The dump's size and sha256 against its record; `RestoreRefused` when they differ."""
+def check_file(store: Store, record: BackupRecord) -> None:
+    """The stored dump's size and sha256 against its record, read in full; `RestoreRefused`
+    when it is missing or they differ."""
     if record.phase is not Phase.SUCCEEDED or record.sha256 is None or record.size is None:
         raise RestoreRefused(f"backup {record.name} is {record.phase.value}: it has no dump")
-    path = store.dump_path(record)
-    if path is None or not path.is_file():
-        raise RestoreRefused(f"backup {record.name}: its file {record.file} is missing")
-    size = path.stat().st_size
+    missing = RestoreRefused(f"backup {record.name}: its file {record.file} is missing")
+    size = store.dump_size(record)
+    if size is None:
+        raise missing
     if size != record.size:
         raise RestoreRefused(
-            f"backup {record.name}: {path.name} has {size} bytes, the record says {record.size} "
-            "(truncated or altered); nothing was restored"
+            f"backup {record.name}: {record.file} has {size} bytes, the record says "
+            f"{record.size} (truncated or altered); nothing was restored"
         )
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    if digest.hexdigest() != record.sha256:
+    try:
+        reader = HashingReader(store.read(record))
+        for _ in reader:
+            pass
+    except BackupNotFound:
+        raise missing from None
+    if not reader.matches(record):
         raise RestoreRefused(
-            f"backup {record.name}: the sha256 of {path.name} does not match its record "
+            f"backup {record.name}: the sha256 of {record.file} does not match its record "
             "(the file is corrupted or altered); nothing was restored"
         )
-    return path
 
 
 class HashingReader:
-    """Streams a file in chunks and hashes what it streamed (the file may change after the
-    check: what was sent is what counts)."""
+    """Streams a dump in chunks and hashes what it streamed (the file may change after the
+    check: what was sent is what counts). `source` is a file, or a store's chunks."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, source: Path | Iterable[bytes]) -> None:
+        self.source = source
         self.digest = hashlib.sha256()
         self.size = 0
 
     def __iter__(self) -> Iterator[bytes]:
-        with self.path.open("rb") as handle:
-            while chunk := handle.read(CHUNK):
-                self.digest.update(chunk)
-                self.size += len(chunk)
-                yield chunk
+        for chunk in _file_chunks(self.source) if isinstance(self.source, Path) else self.source:
+            self.digest.update(chunk)
+            self.size += len(chunk)
+            yield chunk
 
     def matches(self, record: BackupRecord) -> bool:
         return self.size == record.size and self.digest.hexdigest() == record.sha256
+
+
+def _file_chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK):
+            yield chunk
 
 
 # ---------------------------------------------------------------- drill
@@ -208,7 +227,7 @@ class HashingReader:
 
 def drill(
     scratch: Executor,
-    store: BackupStore,
+    store: Store,
     record: BackupRecord,
     *,
     slug: str,
@@ -218,8 +237,8 @@ def drill(
     """Replay the dump into a scratch server whose app role and database are `slug`'s, compare
     checksums, and save the record with verification Passed or Failed."""
     try:
-        path = check_file(store, record)
-        reader = HashingReader(path)
+        check_file(store, record)
+        reader = HashingReader(store.read(record))
         progress(f"drill: restoring {record.name} into {scratch.where}")
         replay = _replay(
             scratch,
@@ -244,7 +263,7 @@ def drill(
                 f"{sum(t.rows for t in record.tables.values())} rows, checksums equal",
             )
         )
-    except (BackupFailed, RestoreRefused) as e:
+    except (BackupFailed, RestoreRefused, BackupNotFound) as e:
         outcome = (Verification.FAILED, str(e))
     verified = record.verified(outcome[0], clock(), f"restore drill: {outcome[1]}")
     store.save(verified)
@@ -252,9 +271,11 @@ def drill(
 
 
 def compare(target: Executor, record: BackupRecord, *, database: str) -> list[str]:
-    result = capture(target, scripts.verify_script(database=database))
+    """The restored database's checksums (read by VERIFY_SESSIONS sessions: nobody else
+    writes to it) against the record's."""
+    result = capture(target, scripts.verify_script(database=database, sessions=VERIFY_SESSIONS))
     if result.status != 0:
-        raise BackupFailed(_reason("the checksum query", result.status, result.stderr))
+        raise BackupFailed(_reason("reading back the restored rows", result.status, result.stderr))
     observed = checksums.parse_output(result.stdout.splitlines())
     return checksums.differences(record.tables, observed.tables)
 
@@ -287,7 +308,7 @@ def _replay(
 
 def restore_into(
     target: Executor,
-    store: BackupStore,
+    store: Store,
     record: BackupRecord,
     *,
     slug: str,
@@ -297,7 +318,7 @@ def restore_into(
     """Restore `record` as database `slug` (owned by `slug`'s app role) through `target`, a
     superuser session on that server, with `settings` for the replaying session. See the
     module docstring for the order of steps."""
-    path = check_file(store, record)
+    check_file(store, record)
     dbs = scripts.restore_database_names(slug)
     role = names.role_name(slug)
     variables = {**dbs, "role": role}
@@ -305,7 +326,7 @@ def restore_into(
     swapped = False
     try:
         progress(f"restoring {record.name} into {dbs['tmp']}")
-        reader = HashingReader(path)
+        reader = HashingReader(store.read(record))
         replay = _replay(
             target,
             reader,

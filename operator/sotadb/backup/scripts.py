@@ -20,6 +20,11 @@ whole backup then runs at 138 MB/s instead of 123), else by `pigz -1`: 2.6x gzip
 1 costs 7 % in size against level 6. Both are plain gzip that any gunzip reads.
 `--compression zstd` writes `zstd -1 -T0` (`.sql.zst`). Decompression uses igzip, else pigz
 (which checks the CRC and length as gunzip does).
+
+The dump is `pg_dump | copyhash pass | compressor`: the per-table row counts and checksums are
+taken from the rows as they stream past (`checksums`), so python3 must be where pg_dump runs
+(the PostgreSQL image has python3-minimal; the operator image has python3). Restores replay
+with REPLAY_SQL's session settings; a restored database is read back by VERIFY sessions.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from sotadb import names
-from sotadb.backup import checksums
+from sotadb.backup import checksums, copyhash
 from sotadb.backup.catalog import Compression
 
 DUMP_MARKER: Final = "sotadb-backup-dump"  # argv[0] of the dump script: how a leftover is known
@@ -103,10 +108,14 @@ cleanup() {
     fi
 }
 trap cleanup EXIT
+if ! command -v python3 >/dev/null 2>&1; then
+    echo "sotadb: python3 is missing here: it checksums the dump (rebuild the image)" >&2
+    exit 1
+fi
 compress=$(compressor)
 echo "sotadb-compressor ${compress% -c}" >&2
 
-# One session holds the snapshot the dump reads, and checksums the tables in it.
+# One session holds the snapshot the dump reads, and reports the database's size and version.
 coproc SQL { exec psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1; }
 exec {to_sql}>&"${SQL[1]}" {from_sql}<&"${SQL[0]}"
 eval "exec ${SQL[1]}>&- ${SQL[0]}<&-"
@@ -121,19 +130,21 @@ if [[ ! $snapshot =~ ^[0-9A-F]+-[0-9A-F]+-[0-9]+$ ]]; then
     exit 1
 fi
 
+# The rows are checksummed as they stream past (copyhash: its results go to stderr at the end).
 ( exec {to_sql}>&- {from_sql}<&-
-  pg_dump --snapshot="$snapshot" --format=plain --no-owner --no-privileges --no-password \
-      --lock-wait-timeout="$SOTADB_LOCK_WAIT" | $compress ) &
+  PGOPTIONS="$SOTADB_DUMP_OPTIONS" pg_dump --snapshot="$snapshot" --format=plain \
+      --no-owner --no-privileges --no-password --lock-wait-timeout="$SOTADB_LOCK_WAIT" \
+      | python3 -c "$SOTADB_COPYHASH" pass | $compress ) &
 dump=$!
 
-printf '%s\n' "$SOTADB_META_SQL" "$SOTADB_TABLES_SQL" "\\echo $SOTADB_DONE" >&"$to_sql"
+printf '%s\n' "$SOTADB_META_SQL" "$SOTADB_LISTED_SQL" "\\echo $SOTADB_DONE" >&"$to_sql"
 finished=0
 while IFS= read -r line <&"$from_sql"; do
     if [ "$line" = "$SOTADB_DONE" ]; then finished=1; break; fi
     printf '%s\n' "$line" >&2
 done
 if [ "$finished" != 1 ]; then
-    echo "sotadb: the checksum query failed" >&2
+    echo "sotadb: the snapshot session's size and table list query failed" >&2
     exit 1
 fi
 
@@ -166,13 +177,39 @@ decompress=$(decompressor)
 single=()
 if [ "${SOTADB_SINGLE_TRANSACTION:-0}" = 1 ]; then single=(--single-transaction); fi
 # Objects are created by the app role (the dump has no owners): the target's own role owns them.
-{ printf 'SET ROLE "%s";\n' "$SOTADB_ROLE"; $decompress; } \
+{ printf '%s\nSET ROLE "%s";\n' "$SOTADB_REPLAY_SQL" "$SOTADB_ROLE"; $decompress; } \
     | psql -X -q -v ON_ERROR_STOP=1 "${single[@]}" >/dev/null
 """
 )
 
+# The replaying session's own settings. Index builds (after the data, as pg_dump orders them)
+# sort in memory: maintenance_work_mem as large as shared_buffers (a quarter of the server's
+# memory; the server's own default is a sixteenth). Commits do not wait for their WAL flush:
+# the swap's own commit afterwards flushes everything before it (WAL is flushed in order).
+REPLAY_SQL: Final = """SET synchronous_commit = off;
+SELECT pg_catalog.set_config('maintenance_work_mem',
+                             pg_catalog.current_setting('shared_buffers'), false);"""
+
 _PSQL: Final = r"""set -euo pipefail
 printf '%s\n' "$SOTADB_SQL" | psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
+"""
+
+
+# Each session's results go to a file of their own (a pipe shared by two writers could mix
+# their lines), printed once all succeeded.
+_VERIFY: Final = r"""set -euo pipefail
+results=$(mktemp -d)
+trap 'rm -rf "$results"' EXIT
+pids=()
+for ((part = 0; part < SOTADB_SESSIONS; part++)); do
+    sql_name="SOTADB_SQL_$part"
+    printf '%s\n' "${!sql_name}" | psql -X -q -A -t -v ON_ERROR_STOP=1 > "$results/$part" &
+    pids+=("$!")
+done
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
+if [ "$status" != 0 ]; then exit "$status"; fi
+cat "$results"/*
 """
 
 
@@ -191,7 +228,9 @@ def dump_script(*, compression: Compression, database: str) -> Script:
             "SOTADB_BEGIN_SQL": checksums.BEGIN_SNAPSHOT_SQL,
             "SOTADB_EXPORT_SQL": checksums.EXPORT_SNAPSHOT_SQL,
             "SOTADB_META_SQL": checksums.META_SQL,
-            "SOTADB_TABLES_SQL": checksums.TABLES_SQL,
+            "SOTADB_LISTED_SQL": checksums.LISTED_SQL,
+            "SOTADB_DUMP_OPTIONS": checksums.DUMP_OPTIONS,
+            "SOTADB_COPYHASH": copyhash.source(),
             "SOTADB_DONE": CHECKSUMS_DONE,
             "PGCONNECT_TIMEOUT": CONNECT_TIMEOUT,
         },
@@ -218,14 +257,24 @@ def restore_script(
             "PGAPPNAME": APPLICATION_NAME,
             "SOTADB_COMPRESSION": compression.value,
             "SOTADB_ROLE": role,
+            "SOTADB_REPLAY_SQL": REPLAY_SQL,
             "SOTADB_SINGLE_TRANSACTION": "1" if single_transaction else "0",
         },
     )
 
 
-def verify_script(*, database: str) -> Script:
-    """Prints the checksum results (JSON lines) of `database` in a snapshot of its own."""
-    return psql_script(checksums.VERIFY_SQL, database=database)
+def verify_script(*, database: str, sessions: int = 1) -> Script:
+    """Prints the checksum results (JSON lines) of `database`, read by `sessions` sessions in
+    parallel (each in a snapshot of its own: for a database nobody else writes to)."""
+    env = {
+        "PGDATABASE": database,
+        "PGAPPNAME": APPLICATION_NAME,
+        "SOTADB_COPYHASH": copyhash.source(),
+        "SOTADB_SESSIONS": str(sessions),
+    }
+    for part in range(sessions):
+        env[f"SOTADB_SQL_{part}"] = checksums.verify_session_psql(part=part, parts=sessions)
+    return Script(text=_VERIFY, env=env)
 
 
 def psql_script(sql: str, *, database: str, variables: Mapping[str, str] | None = None) -> Script:

@@ -13,6 +13,9 @@ same bytes, then fsynced, renamed, and the directory fsynced; only then is the r
 dump with its record, or files that are not listed and that the next run under the lock
 removes (`clean`: partials, and dumps without a record). Files are created mode 0600 in
 directories of mode 0700: a dump holds every row of the database.
+
+`BackupStore` is the directory kind of `stores.Store`; `object_store.S3BackupStore` is the
+S3 kind, with the same layout.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
 
 from sotadb.backup.catalog import BackupRecord, Compression
 from sotadb.backup.errors import BackupBusy, BackupNotFound, RecordCorrupted
+from sotadb.backup.stores import Scan
 from sotadb.docker.state import write_atomically
 
 PARTIAL_SUFFIX: Final = ".partial"
@@ -39,10 +43,7 @@ BUFFER: Final = 1 << 20
 DUMP_SUFFIXES: Final = tuple(c.suffix for c in Compression)
 
 
-@dataclass(frozen=True)
-class Scan:
-    records: list[BackupRecord]
-    unreadable: list[Path] = field(default_factory=list)
+__all__ = ["BackupStore", "PartialFile", "Scan", "Written", "dump_stem"]
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Written:
     path: Path
     size: int
     sha256: str
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
 
 class PartialFile:
@@ -173,6 +178,16 @@ class BackupStore:
     def partial(self, slug: str, file_name: str) -> PartialFile:
         return PartialFile(self.directory(slug), file_name)
 
+    def dump_size(self, record: BackupRecord) -> int | None:
+        path = self.dump_path(record)
+        return path.stat().st_size if path is not None and path.is_file() else None
+
+    def read(self, record: BackupRecord) -> Iterator[bytes]:
+        path = self.dump_path(record)
+        if path is None or not path.is_file():
+            raise BackupNotFound(f"backup {record.name}: its file {record.file} is missing")
+        return _chunks(path)
+
     def delete(self, record: BackupRecord) -> None:
         """The record first (it stops being listed), then the dump."""
         (self.root / record.database / f"{record.name}{RECORD_SUFFIX}").unlink(missing_ok=True)
@@ -193,7 +208,7 @@ class BackupStore:
             orphan = (
                 not path.name.startswith(".")
                 and path.name.endswith(DUMP_SUFFIXES)
-                and not (directory / f"{_stem(path.name)}{RECORD_SUFFIX}").exists()
+                and not (directory / f"{dump_stem(path.name)}{RECORD_SUFFIX}").exists()
             )
             if stale_partial or orphan:
                 path.unlink(missing_ok=True)
@@ -201,7 +216,13 @@ class BackupStore:
         return sorted(removed)
 
 
-def _stem(file_name: str) -> str:
+def _chunks(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as handle:
+        while chunk := handle.read(BUFFER):
+            yield chunk
+
+
+def dump_stem(file_name: str) -> str:
     for suffix in DUMP_SUFFIXES:
         if file_name.endswith(suffix):
             return file_name[: -len(suffix)]

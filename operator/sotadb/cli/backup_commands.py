@@ -68,7 +68,7 @@ from sotadb.backup.on_docker import LATEST, DockerBackups, PassResult
 from sotadb.docker.runtime import DockerRuntime
 from sotadb.errors import SotadbError
 
-from . import output
+from . import job_commands, output
 
 EXIT_FAILED: Final = 1
 EXIT_INVALID: Final = 2
@@ -86,6 +86,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+job_commands.register(app)  # `sotadb backup job | restore-job | forget-job`: Kubernetes Jobs
 
 
 class Output(StrEnum):

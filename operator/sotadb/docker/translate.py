@@ -10,7 +10,10 @@ commands, files, env and probes:
 - the PVC → a named volume; emptyDir → tmpfs (`/dev/shm` → shm size);
 - the readiness probe → the healthcheck (the startup probe gives its start period);
 - the names of the Services selecting the pod → network aliases;
-- the restricted security context → user, read-only root, dropped capabilities.
+- the restricted security context → user, read-only root, dropped capabilities;
+- for a Job's pod (backup runner): `restartPolicy: Never` → no restart, downward-API env
+  (`fieldRef`) from values the caller knows (e.g. the Job name label), and the termination
+  message file → a host file bind-mounted at its path, as the kubelet does.
 """
 
 from __future__ import annotations
@@ -98,11 +101,15 @@ def translate(
     volume_claims: Mapping[str, str],
     labels: Mapping[str, str],
     published_ports: Mapping[int, tuple[str, int]] | None = None,
+    field_values: Mapping[str, str] | None = None,
+    termination_log: str | None = None,
 ) -> ContainerPlan:
     """Translate a single-container pod template into docker-py `containers.create` kwargs.
 
     `volume_claims` maps a pod volume name (a PVC or volumeClaimTemplate) to a Docker volume;
-    `published_ports` maps a container port to (host address, host port).
+    `published_ports` maps a container port to (host address, host port); `field_values`
+    maps a downward-API fieldPath to its value; `termination_log` is a host file mounted at
+    the container's terminationMessagePath.
     """
     pod = pod_template["spec"]
     containers = pod["containers"]
@@ -141,6 +148,10 @@ def translate(
         else:
             raise TranslationError(f"volume {mount['name']} has a type Docker cannot run")
 
+    if termination_log is not None:
+        path = container.get("terminationMessagePath", names.TERMINATION_LOG)
+        mounts.append(_mount("bind", termination_log, path, read_only=False))
+
     security = {**(pod.get("securityContext") or {}), **(container.get("securityContext") or {})}
     aliases = [name for name in catalog.services_selecting(pod_labels) if name != container_name]
     limits = (container.get("resources") or {}).get("limits") or {}
@@ -149,7 +160,7 @@ def translate(
         "image": container["image"],
         "name": container_name,
         "hostname": container_name,
-        "environment": _environment(container.get("env") or [], catalog),
+        "environment": _environment(container.get("env") or [], catalog, field_values or {}),
         "labels": {**pod_labels, **labels},
         "mounts": mounts,
         "tmpfs": tmpfs,
@@ -158,7 +169,9 @@ def translate(
         "security_opt": (
             ["no-new-privileges:true"] if security.get("allowPrivilegeEscalation") is False else []
         ),
-        "restart_policy": {"Name": "unless-stopped"},
+        "restart_policy": {
+            "Name": "no" if pod.get("restartPolicy") == "Never" else "unless-stopped"
+        },
         "network": network,
         "networking_config": {network: {"Aliases": aliases}},
         "detach": True,
@@ -227,7 +240,9 @@ def _file_source(volume: Mapping[str, Any], catalog: Catalog) -> FileSource:
     return FileSource(directory=f"{kind.lower()}-{name}", files=files, secret=kind == "Secret")
 
 
-def _environment(env: list[Mapping[str, Any]], catalog: Catalog) -> dict[str, str]:
+def _environment(
+    env: list[Mapping[str, Any]], catalog: Catalog, field_values: Mapping[str, str]
+) -> dict[str, str]:
     resolved: dict[str, str] = {}
     for variable in env:
         if "value" in variable:
@@ -240,6 +255,13 @@ def _environment(env: list[Mapping[str, Any]], catalog: Catalog) -> dict[str, st
         elif "configMapKeyRef" in source:
             ref = source["configMapKeyRef"]
             resolved[variable["name"]] = catalog.data("ConfigMap", ref["name"])[ref["key"]]
+        elif "fieldRef" in source:
+            path = source["fieldRef"]["fieldPath"]
+            if path not in field_values:
+                raise TranslationError(
+                    f"env {variable['name']} reads {path}: pass its value in field_values"
+                )
+            resolved[variable["name"]] = field_values[path]
         else:
             raise TranslationError(f"env {variable['name']} has a source Docker cannot resolve")
     return resolved

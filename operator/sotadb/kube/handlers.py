@@ -1,21 +1,24 @@
 """kopf wiring: thin handlers around the level-based reconcile.
 
-- Indexes (one per owned kind) keep a snapshot of every object we own, from watches: a
-  reconcile reads nothing it owns, and an idle resync sends no request at all.
+- A lean list-and-watch of our own (kube/watch.py → kube/owned.py) keeps a small snapshot of
+  every object we own: a reconcile reads nothing it owns, and an idle resync sends no request.
+  kopf itself watches only ManagedDatabases and the workloads (readiness, injection).
 - One reconcile, triggered by create, update, resume and a timer.
-- Workload events (StatefulSet/Deployment/CronJob) update the owner's status: readiness is
-  watched, never polled.
+- Workload events (StatefulSet/Deployment) update the owner's status: readiness is watched,
+  never polled.
 - Deletion runs behind a finalizer and honours spec.deletionPolicy.
 Errors map to kopf's Permanent/Temporary errors here, and only here.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
+import aiohttp
 import kopf
 import urllib3
 
@@ -23,20 +26,25 @@ from sotadb import names
 from sotadb.errors import ForbiddenChange, InvalidSpec
 from sotadb.kube import resources, status
 from sotadb.kube.api import ApiError, KubeApi, is_retryable, load_configuration
-from sotadb.kube.observe import Observed, ObservedObject, instance_key, observe
+from sotadb.kube.backup_handlers import snapshot_before_delete
+from sotadb.kube.observe import Observed, instance_key, observe
+from sotadb.kube.owned import OwnedObjects
 from sotadb.kube.reconcile import Reconciler, now
+from sotadb.kube.watch import Gone, OwnedWatch, Transport
 from sotadb.render import Images
 from sotadb.spec import DeletionPolicy
 
-INDEX_PREFIX: Final = "owned_"
 DATABASE_INDEX: Final = "databases"
 RETRY_DELAY: Final = 5.0
-# What a call to the API raises: its answers (ApiError) and, from the `kubernetes` client,
-# a broken connection (urllib3, OSError). `is_retryable` decides which are tried again soon.
+# What a call to the API raises: its answers (ApiError) and a broken connection (urllib3,
+# OSError). `is_retryable` decides which are tried again soon.
 CALL_ERRORS: Final = (ApiError, urllib3.exceptions.HTTPError, OSError)
 MANAGED: Final = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 MANAGED_SELECTOR: Final = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 DATABASES: Final = (names.GROUP, names.VERSION, names.PLURAL_DATABASE)
+# What kopf watches of ours besides ManagedDatabases: readiness follows these two. (A CronJob's
+# existence only sets BackupsScheduled, which each reconcile reports.)
+WORKLOADS: Final = (resources.STATEFUL_SET, resources.DEPLOYMENT)
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
 
@@ -46,6 +54,7 @@ class OperatorConfig:
     kubeconfig: str | None = None
     resync_seconds: float = 300.0
     inject: bool = True  # DATABASE_URL injection into annotated workloads (kube/injection.py)
+    namespaces: tuple[str, ...] = ()  # as given to kopf; () for all namespaces
 
 
 @dataclass(frozen=True)
@@ -58,23 +67,10 @@ class DatabaseSnapshot:
     deleting: bool
 
 
-def index_name(resource: resources.Resource) -> str:
-    return f"{INDEX_PREFIX}{resource.plural}"
-
-
-def observed_for(namespace: str, slug: str, indexes: Mapping[str, Any]) -> Observed:
-    """Gather one database's snapshots from every owned-kind index."""
-    snapshots: list[ObservedObject] = []
-    for resource in resources.OWNED:
-        index = indexes.get(index_name(resource))
-        if index is not None and (namespace, slug) in index:
-            snapshots.extend(index[(namespace, slug)])
-    return Observed.of(snapshots)
-
-
-def _owned_snapshot(body: kopf.Body, **_: Any) -> dict[tuple[str, str], ObservedObject]:
-    key = instance_key(body)
-    return {} if key is None else {key: observe(body)}
+def observed_for(namespace: str, slug: str, memo: Any) -> Observed:
+    """One database's owned objects, as the owned-object watch last saw them."""
+    owned: OwnedObjects = memo["owned"]
+    return owned.observed(namespace, slug)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
@@ -92,15 +88,37 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.inactivity_timeout = 600
-        # Filter owned kinds on the server: never stream every Secret in the cluster. With
-        # injection on, every Deployment and StatefulSet is watched (an annotation cannot be
-        # selected on the server); the owned-object index still keeps only ours.
-        for resource in resources.OWNED:
+        # Lists in pages: a page's bodies are decoded at once (1,000 StatefulSets in one
+        # answer were ~10 MB of JSON, and its decoded dicts several times that).
+        settings.watching.chunk_size = 250
+        # Filter the workloads kopf watches on the server. With injection on, every
+        # Deployment and StatefulSet is watched (an annotation cannot be selected on the
+        # server); the status handlers below still take only ours.
+        for resource in WORKLOADS:
             if config.inject and resource in (resources.DEPLOYMENT, resources.STATEFUL_SET):
                 continue
             selector = (resource.group, resource.version, resource.plural)
             settings.watching.label_selectors[selector] = MANAGED_SELECTOR
         memo["api"] = KubeApi(load_configuration(config.kubeconfig))
+
+    @kopf.on.startup(registry=registry)
+    async def watch_owned(memo: Any, **_: Any) -> None:
+        """List every owned object before any handler runs (kopf starts its watches only
+        after the startup handlers), then keep the snapshots current from watches."""
+        api: KubeApi = memo["api"]
+        watch = OwnedWatch(
+            Transport(api.connection, api.user_agent),
+            OwnedObjects(),
+            selector=MANAGED_SELECTOR,
+            namespaces=config.namespaces,
+        )
+        try:
+            await watch.start()
+        except (*CALL_ERRORS, TimeoutError, ValueError, aiohttp.ClientError, Gone) as e:
+            await watch.stop()
+            raise kopf.TemporaryError(f"listing owned objects: {e}", delay=RETRY_DELAY) from None
+        memo["owned"] = watch.objects
+        memo["owned_watch"] = watch
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -108,22 +126,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         return connection_info(config.kubeconfig)
 
     @kopf.on.cleanup(registry=registry)
-    def close(memo: Any, **_: Any) -> None:
+    async def close(memo: Any, **_: Any) -> None:
+        watch = memo.get("owned_watch")
+        if isinstance(watch, OwnedWatch):
+            await watch.stop()
         api = memo.get("api")
         if isinstance(api, KubeApi):
             api.close()
 
-    for resource in resources.OWNED:
-        kopf.index(
-            group=resource.group,
-            version=resource.version,
-            plural=resource.plural,
-            id=index_name(resource),
-            labels=MANAGED,
-            registry=registry,
-        )(_owned_snapshot)
-
-    def reconcile(
+    async def reconcile(
         body: kopf.Body,
         namespace: str | None,
         name: str,
@@ -133,9 +144,19 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         **kwargs: Any,
     ) -> None:
         api: KubeApi = memo["api"]
-        observed = observed_for(namespace or "", name, kwargs)
+        observed = observed_for(namespace or "", name, memo)
+        reconciler = Reconciler(api, config.images)
         try:
-            outcome = Reconciler(api, config.images).reconcile(body, observed)
+            plan = reconciler.plan(body, observed)
+            # Most reconciles (resyncs, a restart's resumes) write nothing: they finish here,
+            # on the event loop (a thousand resumes queued in a thread pool each held their
+            # body and kopf's per-event state at once). One that writes is planned again in
+            # its thread: a rendered plan waiting in the queue would hold a dozen manifests.
+            if plan.needs_writes:
+                del plan
+                outcome = await asyncio.to_thread(reconciler.reconcile, body, observed)
+            else:
+                outcome = reconciler.apply(plan)
         except InvalidSpec as e:
             _report_failure(body, patch, e)
             raise kopf.PermanentError(str(e)) from None
@@ -183,8 +204,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         )
         return {(str(metadata.get("namespace")), str(metadata.get("name"))): snapshot}
 
-    def workload_changed(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
-        """A StatefulSet, Deployment or CronJob of ours changed: refresh its owner's status."""
+    async def workload_changed(
+        body: kopf.Body, type: str | None, memo: Any, logger: Logger, **kwargs: Any
+    ) -> None:
+        """A StatefulSet or Deployment of ours changed: refresh its owner's status.
+
+        Async, and in the event loop: most events change nothing (a few dict look-ups). As a
+        sync handler each event waited in kopf's thread pool holding its body, its kwargs and
+        kopf's per-event state; at 1,000 databases ~2,700 waited at once (~40 MB)."""
         key = instance_key(body)
         api = memo.get("api")
         owners = kwargs.get(DATABASE_INDEX)
@@ -195,9 +222,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         current = owner.status
         if owner.deleting or current.get("phase") in (None, status.PHASE_FAILED):
             return  # the reconcile reports first (and a failed spec keeps its reason)
-        observed = observed_for(namespace, slug, kwargs)
-        # The index may not hold this very event yet: take the event's own body.
-        observed = Observed.of([*observed.objects.values(), observe(body)])
+        observed = observed_for(namespace, slug, memo)
+        # The owned-object watch may not hold this very event yet: take the event's own body.
+        event = observe(body)
+        snapshots = [
+            o for o in observed.objects.values() if (o.kind, o.name) != (event.kind, event.name)
+        ]
+        observed = Observed.of(snapshots if type == "DELETED" else [*snapshots, event])
         conditions = status.workload_conditions(slug, observed, owner.backups_enabled)
         phase = status.PHASE_READY if conditions[0].status else status.PHASE_PROVISIONING
         patch = status.status_patch(
@@ -210,8 +241,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         )
         if not patch:
             return
-        api.patch(
-            resources.MANAGED_DATABASE, namespace, slug, {"status": patch}, subresource="status"
+        await asyncio.to_thread(
+            api.patch,
+            resources.MANAGED_DATABASE,
+            namespace,
+            slug,
+            {"status": patch},
+            subresource="status",
         )
         if phase == status.PHASE_READY and current.get("phase") != status.PHASE_READY:
             logger.info("%s/%s is ready", namespace, slug)
@@ -222,7 +258,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
                 message=_ready_message(slug),
             )
 
-    for resource in (resources.STATEFUL_SET, resources.DEPLOYMENT, resources.CRON_JOB):
+    for resource in WORKLOADS:
         kopf.on.event(
             group=resource.group,
             version=resource.version,
@@ -240,12 +276,15 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         name: str,
         memo: Any,
         logger: Logger,
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
         api: KubeApi = memo["api"]
         policy = spec.get("deletionPolicy", DeletionPolicy.RETAIN.value)
         try:
-            kept = _apply_deletion_policy(api, namespace or "", name, policy)
+            if policy == DeletionPolicy.SNAPSHOT.value:  # waits for a final backup first
+                kept = snapshot_before_delete(api, body, kwargs)
+            else:
+                kept = _apply_deletion_policy(api, namespace or "", name, policy)
         except CALL_ERRORS as e:
             if is_retryable(e):
                 raise kopf.TemporaryError(str(e), delay=RETRY_DELAY) from None
@@ -254,17 +293,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
 
 
 def connection_info(kubeconfig: str | None) -> kopf.ConnectionInfo:
-    configuration = load_configuration(kubeconfig)
-    authorization = (configuration.api_key or {}).get("authorization") or ""
+    connection = load_configuration(kubeconfig)
+    authorization = connection.authorization() or ""
     scheme, _, token = authorization.partition(" ")
     return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
+        server=connection.server,
+        ca_path=connection.ca_path,
+        insecure=connection.insecure,
         scheme=scheme or None,
         token=token or None,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
+        certificate_path=connection.certificate_path,
+        private_key_path=connection.private_key_path,
         default_namespace=None,
     )
 

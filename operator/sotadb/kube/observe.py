@@ -16,7 +16,7 @@ from sotadb import names
 from sotadb.render.meta import spec_hash
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ObservedObject:
     kind: str
     namespace: str
@@ -26,7 +26,9 @@ class ObservedObject:
     # Secrets of ours: their decoded data (the credentials' source of truth).
     data: Mapping[str, str] = field(default_factory=dict, repr=False)
     ready_replicas: int = 0
-    claim_templates: tuple[Any, ...] = ()  # StatefulSet: immutable once created
+    # StatefulSet: immutable once created; only the fields we render (the API adds defaults),
+    # so that a snapshot keeps no part of the body alive.
+    claim_templates: tuple[Any, ...] = ()
     requested_storage: str | None = None  # PVC
     deleting: bool = False
 
@@ -47,7 +49,7 @@ def observe(body: Mapping[str, Any]) -> ObservedObject:
         owner_uids=tuple(str(o.get("uid")) for o in metadata.get("ownerReferences") or []),
         data=data,
         ready_replicas=int(status.get("readyReplicas") or 0),
-        claim_templates=tuple(spec.get("volumeClaimTemplates") or ())
+        claim_templates=_claims_as_rendered(spec.get("volumeClaimTemplates") or ())
         if kind == "StatefulSet"
         else (),
         requested_storage=(
@@ -57,6 +59,30 @@ def observe(body: Mapping[str, Any]) -> ObservedObject:
         ),
         deleting=bool(metadata.get("deletionTimestamp")),
     )
+
+
+def _claims_as_rendered(templates: Iterable[Mapping[str, Any]]) -> tuple[Any, ...]:
+    claims = []
+    for claim in templates:
+        spec = claim.get("spec") or {}
+        kept = {
+            "accessModes": list(spec.get("accessModes") or []),
+            "resources": {"requests": {"storage": spec["resources"]["requests"]["storage"]}},
+        }
+        if spec.get("storageClassName") is not None:
+            kept["storageClassName"] = spec["storageClassName"]
+        claims.append(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {
+                    "name": claim["metadata"]["name"],
+                    "labels": dict(claim["metadata"].get("labels") or {}),
+                },
+                "spec": kept,
+            }
+        )
+    return tuple(claims)
 
 
 def instance_key(body: Mapping[str, Any]) -> tuple[str, str] | None:

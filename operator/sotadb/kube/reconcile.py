@@ -1,12 +1,13 @@
 """One level-based reconcile of a ManagedDatabase: observe → render → compare → apply → report.
 
 `plan_writes` is pure: it decides from hashes alone which rendered objects differ from what is
-observed. `Reconciler` does the I/O: it reads nothing it owns (kopf's indexes observed it
-already), writes only what differs, and returns the status to report.
+observed. `Reconciler.plan` renders and compares without I/O (the owned-object cache observed
+everything already); `Reconciler.apply` writes only what differs and returns the status.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ def keep_immutable_claims(statefulset: Manifest, observed: Observed) -> Manifest
     found = observed.get("StatefulSet", statefulset["metadata"]["name"])
     if found is None or not found.claim_templates:
         return statefulset
-    spec = {**statefulset["spec"], "volumeClaimTemplates": _claims_as_rendered(found)}
+    claims = copy.deepcopy(list(found.claim_templates))  # observe() kept what we render
+    spec = {**statefulset["spec"], "volumeClaimTemplates": claims}
     metadata = dict(statefulset["metadata"])
     annotations = {
         k: v
@@ -57,31 +59,6 @@ def keep_immutable_claims(statefulset: Manifest, observed: Observed) -> Manifest
     }
     metadata["annotations"] = annotations
     return manifest(statefulset["apiVersion"], statefulset["kind"], metadata, spec=spec)
-
-
-def _claims_as_rendered(found: Any) -> list[dict[str, Any]]:
-    # The API adds defaults (status, volumeMode); keep only what we render.
-    claims = []
-    for claim in found.claim_templates:
-        spec = claim.get("spec") or {}
-        kept = {
-            "accessModes": spec.get("accessModes"),
-            "resources": {"requests": {"storage": spec["resources"]["requests"]["storage"]}},
-        }
-        if spec.get("storageClassName") is not None:
-            kept["storageClassName"] = spec["storageClassName"]
-        claims.append(
-            {
-                "apiVersion": "v1",
-                "kind": "PersistentVolumeClaim",
-                "metadata": {
-                    "name": claim["metadata"]["name"],
-                    "labels": claim["metadata"].get("labels") or {},
-                },
-                "spec": kept,
-            }
-        )
-    return claims
 
 
 def applied_spec(current_status: Mapping[str, Any]) -> DatabaseSpec | None:
@@ -93,6 +70,21 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one reconcile will do, decided without I/O."""
+
+    db: ManagedDatabase
+    body: Mapping[str, Any]
+    observed: Observed
+    writes: tuple[Manifest, ...]
+    claim_to_grow: str | None  # the data PVC's name when its request is below spec.storage
+
+    @property
+    def needs_writes(self) -> bool:
+        return bool(self.writes) or self.claim_to_grow is not None
+
+
 class Reconciler:
     def __init__(self, api: KubeApi, images: Images) -> None:
         self.api = api
@@ -100,9 +92,12 @@ class Reconciler:
 
     def reconcile(self, body: Mapping[str, Any], observed: Observed) -> Outcome:
         """Raises InvalidSpec / ForbiddenChange (permanent) or ApiError (maybe retryable)."""
+        return self.apply(self.plan(body, observed))
+
+    def plan(self, body: Mapping[str, Any], observed: Observed) -> Plan:
+        """Parse, check, render and compare: CPU only, no request (raises InvalidSpec)."""
         db = parse_database(body)
-        current_status = body.get("status") or {}
-        previous = applied_spec(current_status)
+        previous = applied_spec(body.get("status") or {})
         if previous is not None:
             check_update(previous, db.spec)
         credentials = self.credentials(db, observed)
@@ -110,9 +105,16 @@ class Reconciler:
         desired = [
             keep_immutable_claims(d, observed) if d["kind"] == "StatefulSet" else d for d in desired
         ]
+        return Plan(
+            db, body, observed, tuple(plan_writes(desired, observed)), _claim_to_grow(db, observed)
+        )
+
+    def apply(self, plan: Plan) -> Outcome:
+        """Write what the plan says (nothing when it needs no writes), then report status."""
+        db, body, observed = plan.db, plan.body, plan.observed
         written: list[str] = []
         served: list[ObservedObject] = []
-        for document in plan_writes(desired, observed):
+        for document in plan.writes:
             if (
                 document["kind"] == "Secret"
                 and document["metadata"]["name"] == names.app_secret_name(db.slug)
@@ -125,10 +127,18 @@ class Reconciler:
                 response = self.api.apply(document)
             served.append(observe(response or document))
             written.append(f"{document['kind']}/{document['metadata']['name']}")
-        # What was just written exists now, even before its watch event reaches the index.
+        # What was just written exists now, even before its watch event reaches the cache.
         observed = Observed.of([*observed.objects.values(), *served])
-        written += self._grow_storage(db, observed)
+        if plan.claim_to_grow is not None:
+            self.api.patch(
+                resources.CLAIM,
+                db.namespace,
+                plan.claim_to_grow,
+                {"spec": {"resources": {"requests": {"storage": db.spec.storage.size}}}},
+            )
+            written.append(f"PersistentVolumeClaim/{plan.claim_to_grow}")
 
+        current_status = body.get("status") or {}
         conditions = status.workload_conditions(db.slug, observed, db.spec.backups.enabled)
         phase = status.PHASE_READY if conditions[0].status else status.PHASE_PROVISIONING
         patch = status.status_patch(
@@ -147,25 +157,20 @@ class Reconciler:
     def credentials(self, db: ManagedDatabase, observed: Observed) -> Credentials:
         """The existing app Secret is the source of truth; a password is generated only when no
         Secret exists, and then created with POST so a concurrent one is never overwritten."""
-        # kopf fills the indexes before any handler runs, so a Secret missing from them does not
-        # exist, or was created a moment ago by us: then the POST below answers 409, and the
-        # retry finds it in the index and adopts it.
+        # The owned-object cache is filled before any handler runs, so a Secret missing from it
+        # does not exist, or was created a moment ago by us: then the POST answers 409, and the
+        # retry finds it in the cache and adopts it.
         app = observed.secret_data(names.app_secret_name(db.slug))
         auth = observed.secret_data(names.auth_secret_name(db.slug)) or {}
         if app is not None and is_valid_password(app.get("PGPASSWORD", "")):
             return Credentials.adopt(app["PGPASSWORD"], auth.get(AUTH_VERIFIER_KEY))
         return Credentials.generate()
 
-    def _grow_storage(self, db: ManagedDatabase, observed: Observed) -> list[str]:
-        claim = observed.get("PersistentVolumeClaim", names.data_claim_name(db.slug))
-        if claim is None or claim.requested_storage is None:
-            return []
-        if parse_quantity(claim.requested_storage) >= parse_quantity(db.spec.storage.size):
-            return []
-        self.api.patch(
-            resources.CLAIM,
-            db.namespace,
-            claim.name,
-            {"spec": {"resources": {"requests": {"storage": db.spec.storage.size}}}},
-        )
-        return [f"PersistentVolumeClaim/{claim.name}"]
+
+def _claim_to_grow(db: ManagedDatabase, observed: Observed) -> str | None:
+    claim = observed.get("PersistentVolumeClaim", names.data_claim_name(db.slug))
+    if claim is None or claim.requested_storage is None:
+        return None
+    if parse_quantity(claim.requested_storage) >= parse_quantity(db.spec.storage.size):
+        return None
+    return claim.name

@@ -40,6 +40,7 @@ CONFIG_MAP: Final = Resource("", "v1", "ConfigMap", "configmaps")
 SERVICE: Final = Resource("", "v1", "Service", "services")
 CLAIM: Final = Resource("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims")
 EVENT: Final = Resource("", "v1", "Event", "events")
+POD: Final = Resource("", "v1", "Pod", "pods")  # read only: a finished Job's termination message
 STATEFUL_SET: Final = Resource("apps", "v1", "StatefulSet", "statefulsets")
 DEPLOYMENT: Final = Resource("apps", "v1", "Deployment", "deployments")
 CRON_JOB: Final = Resource("batch", "v1", "CronJob", "cronjobs")
@@ -50,6 +51,9 @@ MANAGED_DATABASE: Final = Resource(
 )
 DATABASE_BACKUP: Final = Resource(
     names.GROUP, names.VERSION, names.KIND_BACKUP, names.PLURAL_BACKUP
+)
+DATABASE_RESTORE: Final = Resource(
+    names.GROUP, names.VERSION, names.KIND_RESTORE, names.PLURAL_RESTORE
 )
 
 # Everything a ManagedDatabase owns, by kind (the order matters only for readability).
@@ -64,5 +68,6 @@ OWNED: Final = (
     CRON_JOB,
 )
 BY_KIND: Final = {
-    resource.kind: resource for resource in (*OWNED, EVENT, JOB, MANAGED_DATABASE, DATABASE_BACKUP)
+    resource.kind: resource
+    for resource in (*OWNED, EVENT, JOB, MANAGED_DATABASE, DATABASE_BACKUP, DATABASE_RESTORE)
 }

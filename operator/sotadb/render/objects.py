@@ -14,7 +14,7 @@ from typing import Any
 from sotadb import credentials as creds
 from sotadb import names
 from sotadb.credentials import Credentials
-from sotadb.render import pgbouncer, pods, postgres
+from sotadb.render import backup, pgbouncer, pods, postgres
 from sotadb.render.hashing import content_hash
 from sotadb.render.meta import Manifest, manifest, object_meta
 from sotadb.spec import ManagedDatabase
@@ -24,6 +24,7 @@ from sotadb.spec import ManagedDatabase
 class Images:
     postgres: str = names.POSTGRES_IMAGE
     pooler: str = names.POOLER_IMAGE
+    runner: str = names.OPERATOR_IMAGE  # backup Jobs: `sotadb backup job ...`
 
 
 def _encode(data: dict[str, str]) -> dict[str, str]:
@@ -197,6 +198,8 @@ def backups_claim(db: ManagedDatabase) -> Manifest:
 
 
 def backup_cronjob(db: ManagedDatabase, images: Images) -> Manifest:
+    """The daily backup. Each run's Job (`sota-backup-{slug}-{minutes}`) is one DatabaseBackup
+    of that name; Forbid: a run still dumping when the next is due is not joined by a second."""
     return manifest(
         "batch/v1",
         "CronJob",
@@ -206,16 +209,21 @@ def backup_cronjob(db: ManagedDatabase, images: Images) -> Manifest:
             "timeZone": "Etc/UTC",
             "suspend": not db.spec.backups.enabled,
             "concurrencyPolicy": "Forbid",
-            "startingDeadlineSeconds": 3600,
-            "successfulJobsHistoryLimit": 3,
-            "failedJobsHistoryLimit": 3,
+            "startingDeadlineSeconds": backup.CRONJOB_STARTING_DEADLINE,
+            "successfulJobsHistoryLimit": backup.CRONJOB_HISTORY,
+            "failedJobsHistoryLimit": backup.CRONJOB_HISTORY,
             "jobTemplate": {
-                "metadata": {"labels": names.common_labels(db.slug, names.COMPONENT_BACKUP)},
+                "metadata": {
+                    "labels": {
+                        **names.common_labels(db.slug, names.COMPONENT_BACKUP),
+                        names.LABEL_JOB: names.JOB_BACKUP,
+                    }
+                },
                 "spec": {
-                    "backoffLimit": 2,
-                    "activeDeadlineSeconds": 6 * 3600,
-                    "ttlSecondsAfterFinished": 7 * 24 * 3600,
-                    "template": pods.backup_pod_template(db, image=images.postgres),
+                    "backoffLimit": backup.BACKOFF_LIMIT,
+                    "activeDeadlineSeconds": backup.DEADLINES[names.JOB_BACKUP],
+                    "ttlSecondsAfterFinished": backup.TTL_AFTER_FINISHED,
+                    "template": backup.cronjob_pod_template(db, image=images.runner),
                 },
             },
         },

@@ -6,11 +6,11 @@ translates the very same templates into containers, so a Docker test proves them
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final
 
 from sotadb import names
 from sotadb.quantity import to_mebibytes
-from sotadb.render import backup
 from sotadb.spec import ManagedDatabase
 
 # Keys of the internal auth Secret.
@@ -20,8 +20,11 @@ POOLER_CONTAINER: Final = "pgbouncer"
 BACKUP_CONTAINER: Final = "backup"
 POOLER_REQUESTS: Final = {"cpu": "50m", "memory": "32Mi"}
 POOLER_LIMITS: Final = {"memory": "128Mi"}
-BACKUP_REQUESTS: Final = {"cpu": "100m", "memory": "128Mi"}
-BACKUP_LIMITS: Final = {"memory": "512Mi"}
+# The runner holds a dump's pipeline and, during the drill, a small PostgreSQL server.
+BACKUP_REQUESTS: Final = {"cpu": "100m", "memory": "256Mi"}
+BACKUP_LIMITS: Final = {"memory": "1Gi"}
+BACKUPS_VOLUME: Final = "backups"
+BACKUP_SCRATCH_VOLUME: Final = "scratch"
 
 
 def pod_security_context() -> dict[str, Any]:
@@ -185,41 +188,56 @@ def pooler_pod_template(db: ManagedDatabase, *, image: str, config_hash: str) ->
     }
 
 
-def backup_pod_template(db: ManagedDatabase, *, image: str) -> dict[str, Any]:
-    slug = db.slug
-    app_secret = names.app_secret_name(slug)
-    secret_env = [
-        {"name": key, "valueFrom": {"secretKeyRef": {"name": app_secret, "key": key}}}
-        for key in ("PGUSER", "PGPASSWORD", "PGDATABASE")
+def runner_pod_security_context() -> dict[str, Any]:
+    """The backup runner runs as the operator image's own user: initdb (the drill's throw-away
+    server) refuses a uid without a passwd entry. fsGroup makes the backups PVC writable."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": names.RUNNER_UID,
+        "runAsGroup": names.RUNNER_UID,
+        "fsGroup": names.RUNNER_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def backup_pod_template(
+    *,
+    labels: Mapping[str, str],
+    image: str,
+    command: list[str],
+    env: list[dict[str, Any]],
+    backups_claim: str | None,
+) -> dict[str, Any]:
+    """One runner container (`sotadb backup ...`): the backups PVC `backups_claim` at
+    BACKUP_DIR (None: the store is S3, named in `env`), a scratch emptyDir for the drill's
+    server and a restore's verified copy, and its result in the termination message."""
+    mounts = [
+        {"name": BACKUP_SCRATCH_VOLUME, "mountPath": names.BACKUP_SCRATCH_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
-    plain_env = [
-        {"name": "PGHOST", "value": names.postgres_name(slug)},
-        {"name": "PGPORT", "value": str(names.POSTGRES_PORT)},
-        *({"name": k, "value": v} for k, v in sorted(backup.backup_environment(db).items())),
-    ]
+    volumes = [_empty_dir(BACKUP_SCRATCH_VOLUME), _empty_dir("tmp")]
+    if backups_claim is not None:
+        mounts.insert(0, {"name": BACKUPS_VOLUME, "mountPath": names.BACKUP_DIR})
+        volumes.insert(
+            0, {"name": BACKUPS_VOLUME, "persistentVolumeClaim": {"claimName": backups_claim}}
+        )
     container = {
         "name": BACKUP_CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
-        "command": ["/bin/sh", "-c", backup.backup_script(db)],
-        "env": plain_env + secret_env,
+        "command": command,
+        "env": env,
         "resources": {"requests": dict(BACKUP_REQUESTS), "limits": dict(BACKUP_LIMITS)},
         "securityContext": container_security_context(),
-        "volumeMounts": [
-            {"name": "backups", "mountPath": names.BACKUP_DIR},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "terminationMessagePath": names.TERMINATION_LOG,
+        # A runner that dies before writing its report still says why (its last log lines).
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
     }
-    volumes = [
-        {
-            "name": "backups",
-            "persistentVolumeClaim": {"claimName": names.backups_volume_name(slug)},
-        },
-        _empty_dir("tmp"),
-    ]
     pod_spec = _pod_spec([container], volumes)
+    pod_spec["securityContext"] = runner_pod_security_context()
     pod_spec["restartPolicy"] = "Never"
-    return {
-        "metadata": {"labels": names.common_labels(slug, names.COMPONENT_BACKUP)},
-        "spec": pod_spec,
-    }
+    # SIGTERM unwinds the runner: partial files removed, the restore's transaction rolled back.
+    pod_spec["terminationGracePeriodSeconds"] = 30
+    return {"metadata": {"labels": dict(labels)}, "spec": pod_spec}

@@ -1,0 +1,229 @@
+"""Row counts and sha256 of each table's COPY data in a plain pg_dump stream.
+
+A standalone program (standard library only): it runs wherever pg_dump and psql run, as
+`python3 -c "$SOURCE" pass|sum`, with this file's own text as SOURCE (`source()`).
+
+    pass  copies stdin to stdout unchanged (pg_dump | copyhash pass | compressor) and writes
+          the results to stderr at the end;
+    sum   reads stdin (psql's `COPY ... TO STDOUT` of a restored database, framed the same way,
+          see `checksums`) and writes the results to stdout.
+
+A result is one JSON line per table: `{"kind": "table", "name": "public.t", "rows": N,
+"checksum": "sha256:HEX"}`. A table's section is pg_dump's comment for it (`-- Data for Name:
+...; Type: TABLE DATA; ...`, `--`, an empty line), the line `COPY <schema>.<table>
+(<columns>) FROM stdin;`, its rows (one line each: COPY text escapes newlines) and `\\.`.
+The name is pg_dump's, quoted like `format('%I.%I')`. The checksum is the sha256 of the rows'
+bytes exactly as written, so it depends on row order: a table created and filled by one COPY
+(every restore here) is read back in the same order (sequential scan, synchronize_seqscans off).
+
+A COPY line without that comment just before it (text in a function body or a COMMENT, say)
+is not a section: nothing but a deliberate copy of pg_dump's comment lines can start one. A
+table that appears twice, or a stream that ends inside a section, is an error (exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable
+
+CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20  # fewer, larger reads and writes than the default 64 KiB pipe
+MAX_HEADER = 16 << 20  # a COPY line with 1,600 quoted 63-byte column names is about 110 KB
+# pg_dump writes every table's rows as a TOC comment, `--`, an empty line, the COPY line:
+#   -- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: -
+#   --
+#   (empty)
+#   COPY public.t (id, note) FROM stdin;
+_MARK = b"; Type: TABLE DATA; Schema: "
+_BEFORE_COPY = b"\n--\n\n"
+_END = b"\n\\.\n"
+_IDENT = rb'(?:[a-z_][a-z0-9_]*|"(?:[^"\n]|"")+")'
+_HEADER = re.compile(rb"COPY (" + _IDENT + rb"\." + _IDENT + rb")(?: \(.*\))? +FROM stdin;\Z")
+
+
+class DumpInvalid(Exception):
+    """The stream cannot be read as a dump (a table twice, a section cut off)."""
+
+
+class Sections:
+    """`scan` it the stream in buffers of any size; `finish` then gives name -> (rows, sha256).
+
+    The caller owns the buffer: `scan(buf, end)` looks at `buf[:end]` and returns where the
+    bytes it could not decide about yet start (at most a few, or a partial COPY line); the
+    caller moves them to the front and reads the next bytes after them (see `main`)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, tuple[int, str]] = {}
+        self._pos = 1  # where scanning resumes in the buffer (index 0: the byte before it)
+        self._name: str | None = None
+        self._digest = hashlib.sha256()
+        self._rows = 0
+
+    def scan(self, buf: bytearray, end: int) -> int:
+        pos = self._pos
+        while True:
+            if self._name is None:
+                found = buf.find(_MARK, pos - 1, end)
+                if found < 0:
+                    return self._carry(max(pos, end - len(_MARK) + 1))
+                comment_end = buf.find(b"\n", found, end)
+                if comment_end < 0 or end < comment_end + len(_BEFORE_COPY):
+                    return self._carry(self._bounded(found, end))
+                if not buf.startswith(_BEFORE_COPY, comment_end):
+                    pos = found + len(_MARK)  # not pg_dump's comment: search on
+                    continue
+                copy_start = comment_end + len(_BEFORE_COPY)
+                line_end = buf.find(b"\n", copy_start, end)
+                if line_end < 0:
+                    return self._carry(self._bounded(found, end))
+                match = _HEADER.match(buf, copy_start, line_end)
+                if match is None:
+                    pos = found + len(_MARK)
+                    continue
+                self._open(match.group(1).decode("utf-8", errors="surrogateescape"))
+                pos = line_end + 1
+            else:
+                stop = buf.find(_END, pos - 1, end)
+                if stop < 0:
+                    safe = max(pos, end - len(_END) + 1)
+                    self._hash(buf, pos, safe)
+                    return self._carry(safe)
+                self._hash(buf, pos, stop + 1)
+                self._close()
+                pos = stop + len(_END)
+
+    def finish(self) -> dict[str, tuple[int, str]]:
+        if self._name is not None:
+            raise DumpInvalid(f"the stream ended inside the rows of {self._name}")
+        return self.tables
+
+    @staticmethod
+    def _bounded(found: int, end: int) -> int:
+        """Where to resume when a data header is not complete yet: at its comment (its first
+        byte is carried: `_carry`), unless it has grown beyond any real one."""
+        if end - found > MAX_HEADER:
+            raise DumpInvalid("a table's COPY line is longer than 16 MiB")
+        return found + 1
+
+    def _carry(self, pos: int) -> int:
+        """Scanning resumes at `pos`; the byte before it is kept too (a newline may start a
+        match), so the caller keeps `buf[pos - 1:]`."""
+        self._pos = 1
+        return pos - 1
+
+    def _hash(self, buf: bytearray, start: int, end: int) -> None:
+        if end > start:
+            self._digest.update(memoryview(buf)[start:end])
+            self._rows += buf.count(b"\n", start, end)
+
+    def _open(self, name: str) -> None:
+        if name in self.tables:
+            raise DumpInvalid(f"table {name} appears twice")
+        self._name, self._digest, self._rows = name, hashlib.sha256(), 0
+
+    def _close(self) -> None:
+        self.tables[self._name or ""] = (self._rows, self._digest.hexdigest())
+        self._name = None
+
+
+def checksum_stream(
+    read_into: Callable[[memoryview], int], out: Callable[[memoryview], object] | None = None
+) -> dict[str, tuple[int, str]]:
+    """Scan what `read_into` puts in the buffer it is given (0: the end) and pass those bytes on
+    to `out` unchanged; the tables' rows and sha256. The buffer is reused: no copy but the read."""
+    sections = Sections()
+    buf = bytearray(2 * CHUNK)
+    buf[0:1] = b"\n"  # as if a line ended just before the stream: "COPY " at its start
+    filled = 1
+    while True:
+        if len(buf) - filled < CHUNK:  # a long COPY line being carried: grow
+            buf.extend(bytes(CHUNK))
+        with memoryview(buf) as view:
+            count = read_into(view[filled : filled + CHUNK])
+            if count == 0:
+                break
+            if out is not None:
+                out(view[filled : filled + count])
+        filled += count
+        keep = sections.scan(buf, filled)
+        buf[0 : filled - keep] = buf[keep:filled]
+        filled -= keep
+    return sections.finish()
+
+
+def chunk_reader(chunks: Iterable[bytes]) -> Callable[[memoryview], int]:
+    """A `read_into` over chunks of bytes (each cut to the buffer it is read into)."""
+    pending = [memoryview(chunk) for chunk in reversed(list(chunks))]
+
+    def read_into(view: memoryview) -> int:
+        while pending and not pending[-1]:
+            pending.pop()
+        if not pending:
+            return 0
+        chunk = pending.pop()
+        count = min(len(chunk), len(view))
+        view[:count] = chunk[:count]
+        if count < len(chunk):
+            pending.append(chunk[count:])
+        return count
+
+    return read_into
+
+
+def result_lines(tables: dict[str, tuple[int, str]]) -> str:
+    return "".join(
+        json.dumps({"kind": "table", "name": name, "rows": rows, "checksum": f"sha256:{digest}"})
+        + "\n"
+        for name, (rows, digest) in sorted(tables.items())
+    )
+
+
+def _widen(descriptor: int) -> None:
+    # Not a pipe, or above the system's limit: the default size works too.
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(descriptor, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+
+
+def _write_all(descriptor: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(descriptor, view) :]
+
+
+def main(argv: list[str]) -> int:
+    mode = argv[1] if len(argv) > 1 else ""
+    if mode not in ("pass", "sum"):
+        sys.stderr.write("usage: copyhash pass|sum\n")
+        return 2
+    _widen(0)
+    if mode == "pass":
+        _widen(1)
+    try:
+        tables = checksum_stream(
+            lambda view: os.readv(0, [view]),
+            (lambda view: _write_all(1, view)) if mode == "pass" else None,
+        )
+    except DumpInvalid as e:
+        sys.stderr.write(f"sotadb: checksums: {e}\n")
+        return 1
+    except BrokenPipeError:
+        sys.stderr.write("sotadb: checksums: the compressor stopped reading\n")
+        return 1
+    (sys.stderr if mode == "pass" else sys.stdout).write(result_lines(tables))
+    return 0
+
+
+def source() -> str:
+    """This program's text, to run as `python3 -c` where the sotadb package is not installed."""
+    with open(__file__, encoding="utf-8") as handle:
+        return handle.read()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
