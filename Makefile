@@ -25,7 +25,9 @@ system-deps:
 images: system-deps
 	bash scripts/build-images.sh postgres pgbouncer operator
 
-demo: setup images
+# The demo needs only the data plane's images (PostgreSQL and PgBouncer).
+demo: setup
+	bash scripts/build-images.sh postgres pgbouncer
 	bash scripts/demo.sh
 
 # A kind cluster (Secrets encrypted at rest), the operator installed from manifests/, and my-app
