@@ -55,6 +55,9 @@ LABEL_SCHEDULED: Final = "sota.io/scheduled"
 ANNOTATION_RESTORED_BY: Final = "sota.io/restored-by"
 # On a DatabaseBackup whose file retention already removed: its deletion needs no forget Job.
 ANNOTATION_FORGOTTEN: Final = "sota.io/forgotten"
+# On a CronJob's run (a Job) once the operator created its DatabaseBackup: a backup deleted
+# later is never created again from the Job (a replayed event, an operator restart).
+ANNOTATION_BACKUP_CREATED: Final = "sota.io/backup-created"
 # DatabaseBackup and DatabaseRestore names: any DNS-1123 label (a CronJob's Job name fits).
 OBJECT_NAME_MAX_LENGTH: Final = 63
 OBJECT_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -120,8 +123,10 @@ def _bounded(prefix: str, name: str) -> str:
 
 
 def backup_job_name(backup_name: str) -> str:
-    """The Job taking the on-demand DatabaseBackup `backup_name`."""
-    return _bounded("sota-backup-", backup_name)
+    """The Job taking the on-demand DatabaseBackup `backup_name`. Not `sota-backup-…`: the
+    CronJob's runs are `sota-backup-{slug}-{minutes}`, and a DatabaseBackup may well be named
+    `{slug}-{digits}`; no name with this prefix is ever one of theirs."""
+    return _bounded("sota-dbb-", backup_name)
 
 
 def restore_job_name(restore_name: str) -> str:

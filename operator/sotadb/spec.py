@@ -231,10 +231,20 @@ class BackupSpec(_Model):
     database: Slug
 
 
+class RestoreSource(_Model):
+    """Where the backups of a database that may no longer exist are kept, read directly (its
+    DatabaseBackup objects may be gone with it)."""
+
+    database: Slug
+    s3: S3Spec | None = None  # absent: its backups volume, kept by deletionPolicy Retain/Snapshot
+
+
 class RestoreSpec(_Model):
+    # A DatabaseBackup's name; with `source`, the name of a backup in that store.
     backup: ObjectName
     # Absent, or the backup's own database: in place. Otherwise a new ManagedDatabase.
     target: Slug | None = None
+    source: RestoreSource | None = None  # requires `target` (parse_restore checks it)
 
 
 class _Metadata(BaseModel):
@@ -307,6 +317,17 @@ def parse_backup(document: Mapping[str, Any]) -> DatabaseBackup:
 
 def parse_restore(document: Mapping[str, Any]) -> DatabaseRestore:
     metadata, spec = _parse_document(document, names.KIND_RESTORE, RestoreSpec, _ObjectMetadata)
+    if spec.source is not None and spec.target is None:
+        raise InvalidSpec(
+            [
+                FieldProblem(
+                    "spec.target",
+                    "is required with spec.source (a restore from a store makes a new database)",
+                    "name the ManagedDatabase to create; it must not exist (it may be "
+                    f"{spec.source.database} again, if that one is gone)",
+                )
+            ]
+        )
     return DatabaseRestore(
         name=metadata.name, namespace=metadata.namespace, uid=metadata.uid, spec=spec
     )
@@ -400,6 +421,7 @@ _FIELD_HINTS: Final[Mapping[str, str]] = {
         "name the ManagedDatabase to restore into (a new name creates it), or leave it out "
         "to restore in place"
     ),
+    "spec.source.database": "name the database whose backups these are (e.g. my-app)",
     "spec.storage.size": f"write a quantity between {MIN_STORAGE} and {MAX_STORAGE}, e.g. 10Gi",
     "spec.backups.s3.bucket": (
         f"use {S3_BUCKET_MIN_LENGTH}-{S3_BUCKET_MAX_LENGTH} lowercase letters, digits, '-' "
@@ -442,8 +464,8 @@ def _problem(
         return FieldProblem(path, "is required", "add it")
     if kind == "value_error":
         return FieldProblem(path, str(context.get("error", error["msg"])), _fix_for(path))
-    if path in _FIELD_HINTS:
-        return FieldProblem(path, _describe(error), _FIELD_HINTS[path])
+    if _hint_key(path) in _FIELD_HINTS:
+        return FieldProblem(path, _describe(error), _FIELD_HINTS[_hint_key(path)])
     if kind in ("greater_than_equal", "less_than_equal"):
         bound = "at least" if kind == "greater_than_equal" else "at most"
         limit = context.get("ge", context.get("le"))
@@ -463,6 +485,11 @@ def _problem(
             path, "is not a PostgreSQL parameter name", "use lowercase names like work_mem"
         )
     return FieldProblem(path, _describe(error), "correct the value")
+
+
+def _hint_key(path: str) -> str:
+    """A restore's spec.source.s3 is spec.backups.s3 again: the same fields, the same fixes."""
+    return path.replace("spec.source.s3.", "spec.backups.s3.", 1)
 
 
 def _describe(error: Mapping[str, Any]) -> str:

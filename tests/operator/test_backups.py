@@ -324,15 +324,13 @@ def test_job_failure_drives_failed_with_the_runners_message(
 # ---------------------------------------------------------------- the CronJob's runs
 
 
-def test_a_cronjob_run_gets_a_database_backup_of_the_same_name(
-    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
-) -> None:
-    ready_database(kubectl, kube_api)
-    cron = kube_api.get("cronjobs.batch", names.backup_cronjob_name(SLUG), NAMESPACE)
+def cron_run(client: ApiClient, emu: KubeEmulator, minutes: int = 29012345) -> str:
+    """The CronJob controller's part: a Job from the template, owned by the CronJob, named as
+    Kubernetes names it (`{cronjob}-{minutes since the epoch}`); its name."""
+    cron = emu.get("cronjobs.batch", names.backup_cronjob_name(SLUG), NAMESPACE)
     assert cron is not None
-    run = f"{names.backup_cronjob_name(SLUG)}-29012345"
+    run = f"{names.backup_cronjob_name(SLUG)}-{minutes}"
     template = cron["spec"]["jobTemplate"]
-    # The CronJob controller's part: a Job from the template, owned by the CronJob.
     BatchV1Api(client).create_namespaced_job(
         NAMESPACE,
         {
@@ -358,6 +356,29 @@ def test_a_cronjob_run_gets_a_database_backup_of_the_same_name(
             "spec": template["spec"],
         },
     )
+    return run
+
+
+def marked(emu: KubeEmulator, job_name: str) -> bool:
+    """The Job carries the annotation saying its DatabaseBackup was created once."""
+    annotations = ((job(emu, job_name) or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(names.ANNOTATION_BACKUP_CREATED) == "true"
+
+
+def job_deletions(emu: KubeEmulator, since: int) -> list[tuple[str | None, str | None]]:
+    """(name, propagationPolicy) of every Job the operator deleted since the mark."""
+    return [
+        (c.name, c.params.get("propagationPolicy"))
+        for c in operator_calls(emu, since)
+        if c.verb == "delete" and c.resource == JOBS
+    ]
+
+
+def test_a_cronjob_run_gets_a_database_backup_of_the_same_name(
+    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
+) -> None:
+    ready_database(kubectl, kube_api)
+    run = cron_run(client, kube_api)
     made = wait_for(lambda: backup(kube_api, run), what="the scheduled DatabaseBackup")
     assert made["spec"] == {"database": SLUG}
     assert made["metadata"]["labels"][names.LABEL_SCHEDULED] == "true"
@@ -365,6 +386,7 @@ def test_a_cronjob_run_gets_a_database_backup_of_the_same_name(
     assert [o["uid"] for o in made["metadata"]["ownerReferences"]] == [uid]
     wait_for(lambda: phase_of(kube_api, run) == "Pending", what="Pending")
     assert backup_status(kube_api, run)["job"] == run
+    wait_for(lambda: marked(kube_api, run), what="the run marked as having its backup")
 
     finish_job(client, run, succeeded=True, message=good_report(run))
     wait_for(lambda: phase_of(kube_api, run) == "Succeeded", what="Succeeded")
@@ -372,6 +394,118 @@ def test_a_cronjob_run_gets_a_database_backup_of_the_same_name(
     quiet(kube_api)
     assert [b["metadata"]["name"] for b in kube_api.objects(DBB, NAMESPACE)] == [run]
     assert len(kube_api.objects(JOBS, NAMESPACE)) == 1  # the operator made no Job of its own
+
+
+def test_an_on_demand_backup_named_like_a_cronjob_run_has_a_job_of_its_own(
+    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
+) -> None:
+    """`{slug}-{minutes}` is a natural name for a backup; its Job must not be the CronJob's
+    run of that minute (`sota-backup-{slug}-{minutes}`), nor take that run's place."""
+    ready_database(kubectl, kube_api)
+    run = cron_run(client, kube_api)
+    wait_for(lambda: backup(kube_api, run), what="the scheduled DatabaseBackup")
+    on_demand = f"{SLUG}-29012345"
+    create_backup(kubectl, on_demand)
+    own_job = names.backup_job_name(on_demand)
+    assert own_job != run
+    assert not own_job.startswith(f"{names.backup_cronjob_name(SLUG)}-")
+    made = wait_for(lambda: job(kube_api, own_job), what="the on-demand backup's own Job")
+    assert made["metadata"]["labels"][names.LABEL_BACKUP] == on_demand
+    assert kubernetes_problems(strip_server_fields(made)) is None
+    wait_for(lambda: backup_status(kube_api, on_demand).get("job") == own_job)
+
+    finish_job(client, run, succeeded=True, message=good_report(run, size=111))
+    finish_job(client, own_job, succeeded=True, message=good_report(on_demand, size=222))
+    wait_for(lambda: phase_of(kube_api, run) == "Succeeded", what="the run Succeeded")
+    wait_for(lambda: phase_of(kube_api, on_demand) == "Succeeded", what="the backup Succeeded")
+    quiet(kube_api)
+    assert (backup_status(kube_api, run)["size"], backup_status(kube_api, run)["job"]) == (
+        111,
+        run,
+    )
+    assert backup_status(kube_api, on_demand)["size"] == 222
+    assert sorted(b["metadata"]["name"] for b in kube_api.objects(DBB, NAMESPACE)) == sorted(
+        [run, on_demand]
+    )
+    assert sorted(j["metadata"]["name"] for j in kube_api.objects(JOBS, NAMESPACE)) == sorted(
+        [run, own_job]
+    )
+
+
+def test_deleting_a_running_scheduled_backup_stops_its_job_for_good(
+    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
+) -> None:
+    ready_database(kubectl, kube_api)
+    run = cron_run(client, kube_api)
+    wait_for(lambda: backup(kube_api, run), what="the scheduled DatabaseBackup")
+    start_job(client, run)
+    wait_for(lambda: phase_of(kube_api, run) == "Running", what="Running")
+    wait_for(lambda: marked(kube_api, run))
+    mark = kube_api.mark()
+
+    kubectl("delete", "dbb", run, "--wait=true", "--timeout=20s", timeout=30)
+    assert backup(kube_api, run) is None
+    assert job(kube_api, run) is None  # stopped: deleted with its pod, not left running
+    assert job_deletions(kube_api, mark) == [(run, "Background")]
+    # The Job's last events (and a restarted operator's replay) make no backup again.
+    quiet(kube_api)
+    operator.restart()
+    quiet(kube_api, seconds=1.2)
+    assert kube_api.objects(DBB, NAMESPACE) == []
+    assert not [c for c in operator_calls(kube_api, mark) if c.verb == "create"]
+
+
+def test_deleting_a_running_on_demand_backup_stops_its_job(
+    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
+) -> None:
+    ready_database(kubectl, kube_api)
+    create_backup(kubectl, "slow")
+    job_name = names.backup_job_name("slow")
+    wait_for(lambda: job(kube_api, job_name), what="the Job")
+    start_job(client, job_name)
+    wait_for(lambda: phase_of(kube_api, "slow") == "Running", what="Running")
+    mark = kube_api.mark()
+    kubectl("delete", "dbb", "slow", "--wait=true", "--timeout=20s", timeout=30)
+    assert job(kube_api, job_name) is None
+    assert job_deletions(kube_api, mark) == [(job_name, "Background")]
+    assert job(kube_api, names.forget_job_name("slow")) is None  # no dump was stored
+
+
+def test_a_deleted_scheduled_backup_is_not_made_again_from_its_finished_run(
+    operator: Operator, kubectl: Kubectl, kube_api: KubeEmulator, client: ApiClient
+) -> None:
+    """A finished run stays (the CronJob's history) after its backup is deleted and
+    forgotten: a restarted operator sees it again and must not bring the backup back."""
+    ready_database(kubectl, kube_api)
+    run = cron_run(client, kube_api)
+    wait_for(lambda: backup(kube_api, run), what="the scheduled DatabaseBackup")
+    finish_job(client, run, succeeded=True, message=good_report(run))
+    wait_for(lambda: phase_of(kube_api, run) == "Succeeded", what="Succeeded")
+    wait_for(lambda: marked(kube_api, run))
+
+    # A run marked by nobody (an operator stopped between creating the backup and marking
+    # the run, or one older than the mark) is marked while its backup is there.
+    operator.stop()
+    BatchV1Api(client).patch_namespaced_job(
+        run, NAMESPACE, {"metadata": {"annotations": {names.ANNOTATION_BACKUP_CREATED: None}}}
+    )
+    assert not marked(kube_api, run)
+    operator.start()
+    wait_for(lambda: marked(kube_api, run), what="the run marked again")
+
+    mark = kube_api.mark()
+    kubectl("delete", "dbb", run, "--wait=false")
+    forget = names.forget_job_name(run)
+    wait_for(lambda: job(kube_api, forget), what="the forget Job")
+    finish_job(client, forget, succeeded=True, message=None)
+    wait_for(lambda: backup(kube_api, run) is None, what="the backup gone")
+    assert job_deletions(kube_api, mark) == []  # the finished run is the CronJob's history
+    operator.restart()
+    quiet(kube_api, seconds=1.2)
+    assert job(kube_api, run) is not None
+    assert backup(kube_api, run) is None
+    creates = [c.resource for c in operator_calls(kube_api, mark) if c.verb == "create"]
+    assert creates == [JOBS]  # the forget Job, nothing else
 
 
 # ---------------------------------------------------------------- retention and deletion

@@ -834,6 +834,10 @@ def restore(
     }
 
 
+def from_store(source: dict[str, Any], target: str | None = "my-app") -> dict[str, Any]:
+    return {**restore(target=target), "spec": {**restore(target=target)["spec"], "source": source}}
+
+
 @pytest.mark.parametrize(
     ("document", "valid"),
     [
@@ -850,11 +854,49 @@ def restore(
         pytest.param(restore(target=""), False, id="target-empty"),
         pytest.param({**restore(), "spec": {}}, False, id="no-backup"),
         pytest.param({**restore(), "spec": {"backup": "b", "x": 1}}, False, id="unknown-field"),
+        pytest.param(from_store({"database": "gone"}), True, id="source-volume"),
+        pytest.param(from_store({"database": "gone", "s3": S3}), True, id="source-s3"),
+        pytest.param(from_store({"database": "gone"}, target=None), False, id="source-no-target"),
+        pytest.param(from_store({"s3": S3}), False, id="source-no-database"),
+        pytest.param(from_store({"database": NAME_41}), False, id="source-database-41"),
+        pytest.param(from_store({"database": "g", "s3": {"bucket": "b1"}}), False, id="s3-no-keys"),
+        pytest.param(from_store({"database": "g", "x": 1}), False, id="source-unknown-field"),
     ],
 )
 def test_restores_are_judged_alike(document: dict[str, Any], valid: bool) -> None:
     assert (RESTORE.admit(document) == []) is valid
     assert accepts(spec.parse_restore, document) is valid
+
+
+def test_a_restores_source_s3_is_the_databases_backups_s3() -> None:
+    source_s3, backups_s3 = schema_at(RESTORE, "spec.source.s3"), schema_at(DB, "spec.backups.s3")
+    assert source_s3["properties"] == backups_s3["properties"]
+    assert source_s3["required"] == backups_s3["required"]
+    assert schema_at(RESTORE, "spec.source.database") == schema_at(BACKUP, "spec.database") | {
+        "description": schema_at(RESTORE, "spec.source.database")["description"]
+    }
+    document = from_store({"database": "gone", "s3": S3})
+    defaulted = RESTORE.default(document)["spec"]["source"]["s3"]
+    parsed = spec.parse_restore(document).spec.source
+    assert parsed is not None
+    assert parsed.s3 is not None
+    assert defaulted == parsed.s3.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def test_a_source_without_a_target_is_refused_naming_the_field_and_the_fix() -> None:
+    document = from_store({"database": "gone"}, target=None)
+    [cel] = RESTORE.admit(document)
+    assert "spec.target is required with spec.source" in cel
+    with pytest.raises(InvalidSpec) as refused:
+        spec.parse_restore(document)
+    [problem] = refused.value.problems
+    assert problem.field == "spec.target"
+    assert "gone" in problem.fix
+    with pytest.raises(InvalidSpec) as refused:
+        spec.parse_restore(from_store({"database": "gone", "s3": {**S3, "prefix": "/x"}}))
+    [problem] = refused.value.problems
+    assert problem.field == "spec.source.s3.prefix"
+    assert problem.fix not in ("", "correct the value")
 
 
 def test_restore_spec_cannot_change() -> None:

@@ -121,9 +121,15 @@ def test_job_names_are_labels_of_at_most_63_and_stay_distinct(function) -> None:
 
 
 def test_the_job_names_carry_their_prefixes() -> None:
-    assert names.backup_job_name("b") == "sota-backup-b"
+    assert names.backup_job_name("b") == "sota-dbb-b"
     assert names.restore_job_name("r") == "sota-restore-r"
     assert names.forget_job_name("b") == "sota-forget-b"
+
+
+@pytest.mark.parametrize("backup", ["my-app-29012345", "a" * 40 + "-29012345", "a" * 63])
+def test_an_on_demand_job_is_never_named_like_a_cronjobs_run(backup: str) -> None:
+    """The CronJob's runs are `sota-backup-{slug}-{minutes}`, for any slug."""
+    assert not names.backup_job_name(backup).startswith("sota-backup-")
 
 
 # ---------------------------------------------------------------- the Jobs
@@ -132,7 +138,7 @@ def test_the_job_names_carry_their_prefixes() -> None:
 def test_a_backup_job_runs_once_as_the_runner_owned_by_its_databasebackup() -> None:
     db = make_db()
     job = jobs(db, "nightly")["backup"]
-    assert job["metadata"]["name"] == "sota-backup-nightly"
+    assert job["metadata"]["name"] == "sota-dbb-nightly"
     assert job["metadata"]["namespace"] == "shop"
     assert job["metadata"]["ownerReferences"] == [owner(names.KIND_BACKUP, "nightly")]
     assert job["metadata"]["labels"] == {

@@ -3,13 +3,16 @@
 - Indexes keep what the handlers read: sotadb's Jobs (only those labelled sota.io/job, selected
   on the server), DatabaseBackups, DatabaseRestores and a few facts per ManagedDatabase. A
   resync or restart of an idle operator therefore sends nothing.
-- Creating a DatabaseBackup creates exactly one Job, named after it (a second POST is a 409).
-  A Job the CronJob made gets a DatabaseBackup named like the Job. Job events drive the phase;
+- Creating a DatabaseBackup creates exactly one Job, named after it (a second POST is a 409;
+  `sota-dbb-{name}`, never the name of a CronJob's run). A Job the CronJob made gets a
+  DatabaseBackup named like the Job, once: the Job is then annotated, so a backup deleted
+  later is not made again. Job events drive the phase;
   a finished Job's report is read from its pod's termination message (one LIST by the Job
   controller's label, never a watch on pods). A timer on unfinished backups catches an event
   missed or failed.
-- Deleting a Succeeded backup runs a forget Job behind the finalizer; deleting the objects of
-  backups retention pruned does not (their files are gone already).
+- Deleting a backup stops its run (an unfinished Job is deleted with its pod). Deleting a
+  Succeeded backup runs a forget Job behind the finalizer; deleting the objects of backups
+  retention pruned does not (their files are gone already).
 - `deletionPolicy: Snapshot`: `snapshot_before_delete`, called from the ManagedDatabase delete
   handler.
 Status is written straight to /status before the next step (not through kopf's patch, which
@@ -26,7 +29,7 @@ import kopf
 from sotadb import names
 from sotadb.errors import InvalidSpec
 from sotadb.kube import resources, restore_handlers
-from sotadb.kube.api import KubeApi
+from sotadb.kube.api import ApiError, KubeApi
 from sotadb.kube.backup_status import (
     FAILED,
     PENDING,
@@ -66,6 +69,7 @@ from sotadb.render.backup import backup_job, forget_job
 from sotadb.spec import parse_backup, parse_database
 
 FAILED_SNAPSHOT_SECONDS: Final = 60.0
+BACKGROUND: Final = "Background"
 
 
 def write_backup_status(api: KubeApi, namespace: str, name: str, patch: Mapping[str, Any]) -> None:
@@ -133,12 +137,19 @@ def sync_backup_job(
 ) -> None:
     """Bring the backup a Job works for up to date with the Job (and its report)."""
     snapshot: Snapshot | None = lookup(indexes, BACKUPS_INDEX, (job.namespace, job.backup_name))
+    scheduled = _is_scheduled_run(job)
     if snapshot is None:
-        if not _is_scheduled_run(job) or not _create_scheduled_backup(api, job, indexes):
+        # A run whose backup was created once and is gone now was deleted (by a person, or
+        # by retention): never made again, whatever event is replayed.
+        if not scheduled or job.backup_created:
+            return
+        if not _create_scheduled_backup(api, job, indexes):
             return
         current: Mapping[str, Any] = {}
         slug = str(job.instance)
     else:
+        if scheduled and not job.backup_created:
+            _mark_backup_created(api, job)  # created by an operator that stopped before it
         if snapshot.deleting or (job.phase == PENDING and snapshot.phase is None):
             return  # deleted, or start_backup's Pending is not in the index yet
         current, slug = snapshot.status, snapshot.database
@@ -198,7 +209,19 @@ def _create_scheduled_backup(api: KubeApi, job: JobState, indexes: Mapping[str, 
     }
     with existing_is_fine():
         api.create(document)
+    _mark_backup_created(api, job)
     return True
+
+
+def _mark_backup_created(api: KubeApi, job: JobState) -> None:
+    """Remember on the CronJob's run that its DatabaseBackup exists (after creating it: a stop
+    in between leaves an unmarked run with its backup, which the next event marks)."""
+    patch = {"metadata": {"annotations": {names.ANNOTATION_BACKUP_CREATED: "true"}}}
+    try:
+        api.patch(resources.JOB, job.namespace, job.name, patch)
+    except ApiError as e:
+        if e.status != 404:  # gone already (its history limit, its TTL): nothing to mark
+            raise
 
 
 def _record_last_backup(
@@ -247,6 +270,36 @@ def _delete_pruned(
         )
         api.delete(resources.DATABASE_BACKUP, namespace, name)
         logger.info("retention removed backup %s/%s", namespace, name)
+
+
+def stop_run(
+    api: KubeApi, body: Mapping[str, Any], indexes: Mapping[str, Any], logger: Logger
+) -> None:
+    """A deleted DatabaseBackup's run stops: its Job, if unfinished, is deleted with its pod.
+    A scheduled one's Job (the CronJob's, so not collected with the backup) is marked, if it
+    was not yet, so that it never makes the backup again."""
+    metadata = body.get("metadata") or {}
+    namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+    status = body.get("status") or {}
+    scheduled = (metadata.get("labels") or {}).get(names.LABEL_SCHEDULED) == "true"
+    job_name = str(status.get("job") or (name if scheduled else names.backup_job_name(name)))
+    job: JobState | None = lookup(indexes, JOBS_INDEX, (namespace, job_name))
+    if job is None and status.get("phase") in TERMINAL:
+        return  # over, and its Job is gone
+    if job is None or not job.finished:
+        # Not in the index yet (just made) is deleted too: a 404 says it never was.
+        if _delete_job(api, namespace, job_name):
+            logger.info("stopped the run of %s: deleted Job %s", name, job_name)
+    elif _is_scheduled_run(job) and not job.backup_created:
+        _mark_backup_created(api, job)
+
+
+def _delete_job(api: KubeApi, namespace: str, name: str) -> bool:
+    """Delete a Job and its pods; False if it was not there. A batch/v1 Job deleted without a
+    propagation policy orphans its pods (the API's default for Jobs, kept for compatibility),
+    which would run on: the policy is sent. KubeApi.delete takes no options, so the policy
+    rides in the query after the name."""
+    return api.delete(resources.JOB, namespace, f"{name}?propagationPolicy={BACKGROUND}")
 
 
 def forget_backup(
@@ -408,6 +461,7 @@ def register_backups(registry: kopf.OperatorRegistry) -> None:
     @kopf.on.delete(*BACKUPS, id="backup-forget", registry=registry)
     def backup_deleted(body: kopf.Body, memo: Any, logger: Logger, **kwargs: Any) -> None:
         with as_kopf_errors():
+            stop_run(memo["api"], body, kwargs, logger)
             forget_backup(memo["api"], body, kwargs, logger)
 
     @kopf.on.event(*JOBS, id="job-progress", labels=OURS, registry=registry)

@@ -42,6 +42,7 @@ class JobState:
     started_at: str | None = None
     completed_at: str | None = None
     failure: str | None = None  # the Failed condition's reason and message
+    backup_created: bool = False  # a CronJob's run whose DatabaseBackup was created once
 
     @property
     def finished(self) -> bool:
@@ -56,6 +57,7 @@ class JobState:
 def job_state(body: Mapping[str, Any]) -> JobState:
     metadata = body.get("metadata") or {}
     labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
     status = body.get("status") or {}
     conditions = {
         c.get("type"): c for c in status.get("conditions") or [] if c.get("status") == "True"
@@ -89,6 +91,7 @@ def job_state(body: Mapping[str, Any]) -> JobState:
         started_at=status.get("startTime"),
         completed_at=status.get("completionTime"),
         failure=failure or None,
+        backup_created=annotations.get(names.ANNOTATION_BACKUP_CREATED) == "true",
     )
 
 

@@ -6,6 +6,8 @@ kopf.TemporaryError, never by sleeping; the restore Job's events (backup_handler
 them here) and a timer on unfinished restores finish it. A new database is created with the
 source database's spec and an annotation naming the restore, so that a restarted operator
 knows it as its own, and is never deleted by the restore: it is the user's from then on.
+A restore from spec.source (a database that is gone) reads no DatabaseBackup: the new database
+gets the default spec, its backups going to the source's bucket (or to its own volume).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from sotadb.kube.restore_plan import (
     DatabaseState,
     Fail,
     StartJob,
+    StoreFacts,
     Wait,
     next_step,
 )
@@ -59,7 +62,7 @@ from sotadb.kube.tracking import (
     unfinished,
 )
 from sotadb.render.backup import restore_job
-from sotadb.spec import parse_database, parse_restore
+from sotadb.spec import BackupsSpec, RestoreSource, parse_database, parse_restore
 
 
 def write_restore_status(
@@ -99,16 +102,26 @@ def advance_restore(
     except InvalidSpec as e:
         _fail(api, body, current, str(e), logger)
         return
-    found: Snapshot | None = lookup(indexes, BACKUPS_INDEX, (namespace, restore.spec.backup))
     backup = None
-    if found is not None and not found.deleting:
-        backup = BackupFacts(
-            database=found.database,
-            phase=found.phase,
-            verification=found.status.get("verification"),
-        )
-    source = backup.database if backup is not None else ""
+    stored = restore.spec.source
+    if stored is None:
+        found: Snapshot | None = lookup(indexes, BACKUPS_INDEX, (namespace, restore.spec.backup))
+        if found is not None and not found.deleting:
+            backup = BackupFacts(
+                database=found.database,
+                phase=found.phase,
+                verification=found.status.get("verification"),
+            )
+        source = backup.database if backup is not None else ""
+    else:
+        source = stored.database
     into = restore.spec.target or source
+    target = _state(indexes, namespace, into) if into else ABSENT
+    store = None
+    if stored is not None:
+        # What the store needs is looked up (GETs) only while the new database is to be made.
+        creating = not target.exists and current.get("phase") in (None, PENDING)
+        store = _store_facts(api, namespace, stored) if creating else StoreFacts(stored.database)
     job_name = names.restore_job_name(name)
     step = next_step(
         name=name,
@@ -118,8 +131,9 @@ def advance_restore(
         spec_target=restore.spec.target,
         backup=backup,
         source=_state(indexes, namespace, source) if source else ABSENT,
-        target=_state(indexes, namespace, into) if into else ABSENT,
+        target=target,
         job_exists=lookup(indexes, JOBS_INDEX, (namespace, job_name)) is not None,
+        store=store,
     )
     if current.get("phase") is None and isinstance(step, (CreateTarget, StartJob)):
         # Accepted: every restore shows Pending first, even one that can start at once.
@@ -133,9 +147,20 @@ def advance_restore(
         write_restore_status(api, namespace, name, current, fields)
         raise kopf.TemporaryError(step.message, delay=WAIT_SECONDS)
     elif isinstance(step, CreateTarget):
-        _create_target(api, body, current, step, logger)
+        _create_target(api, body, current, step, stored, logger)
     elif isinstance(step, StartJob):
-        _start_job(api, body, current, step, restore.spec.backup, logger)
+        _start_job(api, body, current, step, restore.spec.backup, stored, logger)
+
+
+def _store_facts(api: KubeApi, namespace: str, source: RestoreSource) -> StoreFacts:
+    """What the source's store needs (its kept volume, or the bucket's keys) and lacks."""
+    if source.s3 is None:
+        claim = names.backups_volume_name(source.database)
+        missing = api.get(resources.CLAIM, namespace, claim) is None
+        return StoreFacts(source.database, missing_volume=claim if missing else None)
+    secret = source.s3.credentials_secret
+    missing = api.get(resources.SECRET, namespace, secret) is None
+    return StoreFacts(source.database, missing_secret=secret if missing else None)
 
 
 def _fail(
@@ -158,14 +183,23 @@ def _create_target(
     body: Mapping[str, Any],
     current: Mapping[str, Any],
     step: CreateTarget,
+    stored: RestoreSource | None,
     logger: Logger,
 ) -> None:
-    """A new ManagedDatabase with the source's spec, marked as this restore's."""
+    """A new ManagedDatabase with the source's spec (from a store: the default spec, its
+    backups in the source's bucket), marked as this restore's."""
     metadata = body.get("metadata") or {}
     namespace, name = str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
-    source = api.get(resources.MANAGED_DATABASE, namespace, step.source)
-    if source is None:
-        raise kopf.TemporaryError(f"ManagedDatabase {step.source} is gone", delay=WAIT_SECONDS)
+    if stored is None:
+        source = api.get(resources.MANAGED_DATABASE, namespace, step.source)
+        if source is None:
+            raise kopf.TemporaryError(f"ManagedDatabase {step.source} is gone", delay=WAIT_SECONDS)
+        spec = dict(source.get("spec") or {})
+        message = f"creating ManagedDatabase {step.target} with the spec of {step.source}"
+    else:
+        spec = _spec_from_store(stored)
+        where = f"backing up to {stored.s3.location}" if stored.s3 else "with its own volume"
+        message = f"creating ManagedDatabase {step.target} ({where}) to restore a backup into"
     database = {
         "apiVersion": names.API_VERSION,
         "kind": names.KIND_DATABASE,
@@ -174,9 +208,8 @@ def _create_target(
             "namespace": namespace,
             "annotations": {names.ANNOTATION_RESTORED_BY: name},
         },
-        "spec": dict(source.get("spec") or {}),
+        "spec": spec,
     }
-    message = f"creating ManagedDatabase {step.target} with the spec of {step.source}"
     fields = {"phase": PROVISIONING, "target": step.target, "message": message}
     write_restore_status(api, namespace, name, current, fields)
     # A 409 (made meanwhile by someone else) is judged on the next step: not ours → Failed.
@@ -186,12 +219,20 @@ def _create_target(
     raise kopf.TemporaryError(message, delay=WAIT_SECONDS)
 
 
+def _spec_from_store(source: RestoreSource) -> dict[str, Any]:
+    """The default spec; backups go where the source's went, if that was a bucket."""
+    if source.s3 is None:
+        return {}
+    return {"backups": {"s3": source.s3.model_dump(by_alias=True, mode="json", exclude_none=True)}}
+
+
 def _start_job(
     api: KubeApi,
     body: Mapping[str, Any],
     current: Mapping[str, Any],
     step: StartJob,
     backup_name: str,
+    stored: RestoreSource | None,
     logger: Logger,
 ) -> None:
     metadata = body.get("metadata") or {}
@@ -205,7 +246,9 @@ def _start_job(
         _fail(api, body, current, f"ManagedDatabase {step.target} has an invalid spec: {e}", logger)
         return
     # A new database was made with the source's spec: its backups live where the source's do.
-    job = restore_job(target, step.source, target.spec.backups, backup_name, name, owner_of(body))
+    # From a store: where spec.source says (a bucket, or the source's kept volume).
+    backups = target.spec.backups if stored is None else BackupsSpec(s3=stored.s3)
+    job = restore_job(target, step.source, backups, backup_name, name, owner_of(body))
     job_name = job["metadata"]["name"]
     fields = {
         "phase": RESTORING,

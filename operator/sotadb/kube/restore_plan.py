@@ -3,6 +3,10 @@
 Pending → (a new database only) Provisioning until it is Ready → Restoring → Succeeded or
 Failed. `next_step` is called again after every wait, so each decision is taken from the
 present state alone (level-based): an operator restarted midway carries on where it was.
+
+A restore names a DatabaseBackup, or (spec.source) a backup in a store whose database may be
+gone: then no DatabaseBackup is consulted (the restore Job checks the record, its sha256 and
+its drill), and the target is always a new database.
 """
 
 from __future__ import annotations
@@ -34,6 +38,16 @@ class DatabaseState:
 
 
 ABSENT: Final = DatabaseState(exists=False)
+
+
+@dataclass(frozen=True)
+class StoreFacts:
+    """spec.source: the database whose backup it is, and what its store needs that is not
+    there (looked up only before the new database is created)."""
+
+    database: str
+    missing_volume: str | None = None  # the kept backups PVC it reads, if absent
+    missing_secret: str | None = None  # the S3 credentials Secret, if absent
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,7 @@ def next_step(
     source: DatabaseState,
     target: DatabaseState,
     job_exists: bool,
+    store: StoreFacts | None = None,
 ) -> Step | None:
     """None once the restore is over (Succeeded or Failed)."""
     if phase in TERMINAL:
@@ -93,6 +108,8 @@ def next_step(
             "the restore Job disappeared before it reported; create a new DatabaseRestore "
             "to try again (the database is either fully restored or untouched)"
         )
+    if store is not None and spec_target is not None:
+        return _from_store(name, namespace, phase, store, spec_target, target)
     if backup is None:
         return Fail(
             f"DatabaseBackup {backup_name} does not exist in namespace {namespace}; name one "
@@ -142,23 +159,71 @@ def _as_new(
     source: DatabaseState,
     target: DatabaseState,
 ) -> Step:
+    if not source.exists:
+        create: Step = Fail(
+            f"ManagedDatabase {backup.database}, whose spec a new database copies, no longer "
+            f"exists; restore from its backups' store instead: keep spec.backup and "
+            f"spec.target and set spec.source (database: {backup.database}, and s3: its "
+            f"spec.backups.s3 if its backups went to a bucket)"
+        )
+    else:
+        create = CreateTarget(source=backup.database, target=into)
+    taken = (
+        f"ManagedDatabase {into} already exists; a restore as a new database must not "
+        f"overwrite one: choose a new name in spec.target, or leave spec.target out to "
+        f"restore {backup.database} in place"
+    )
+    return _new_database(name, phase, backup.database, into, target, create, taken)
+
+
+def _from_store(
+    name: str,
+    namespace: str,
+    phase: str | None,
+    store: StoreFacts,
+    into: str,
+    target: DatabaseState,
+) -> Step:
+    create: Step = CreateTarget(source=store.database, target=into)
+    if store.missing_volume is not None:
+        create = Fail(
+            f"PersistentVolumeClaim {store.missing_volume}, the backups volume of "
+            f"{store.database}, does not exist in namespace {namespace} (only deletionPolicy "
+            f"Retain and Snapshot keep it); if its backups went to a bucket, set "
+            f"spec.source.s3 to its spec.backups.s3"
+        )
+    elif store.missing_secret is not None:
+        create = Wait(
+            PENDING,
+            f"waiting for Secret {store.missing_secret} (spec.source.s3.credentialsSecret) "
+            f"in namespace {namespace}",
+        )
+    taken = (
+        f"ManagedDatabase {into} already exists; a restore from spec.source creates a new "
+        f"database: choose a name that does not exist in spec.target"
+    )
+    return _new_database(name, phase, store.database, into, target, create, taken)
+
+
+def _new_database(
+    name: str,
+    phase: str | None,
+    source: str,
+    into: str,
+    target: DatabaseState,
+    create: Step,
+    taken: str,
+) -> Step:
+    """Into a new database: `create` it (or why not), wait until it is Ready, restore."""
     ours = target.exists and target.restored_by == name
     if target.exists and not ours:
-        return Fail(
-            f"ManagedDatabase {into} already exists; a restore as a new database must not "
-            f"overwrite one: choose a new name in spec.target, or leave spec.target out to "
-            f"restore {backup.database} in place"
-        )
+        if target.deleting:  # e.g. the database to restore under its own name, going
+            return Wait(PENDING, f"waiting for ManagedDatabase {into}, being deleted, to be gone")
+        return Fail(taken)
     if not target.exists:
         if phase == PROVISIONING:
             return Fail(f"ManagedDatabase {into} was deleted while it was being provisioned")
-        if not source.exists:
-            return Fail(
-                f"ManagedDatabase {backup.database}, whose spec a new database copies, no "
-                f"longer exists; create {backup.database} again and restore in place "
-                f"(leave spec.target out)"
-            )
-        return CreateTarget(source=backup.database, target=into)
+        return create
     if target.deleting:
         return Fail(f"ManagedDatabase {into} is being deleted")
     if target.phase != DATABASE_READY:
@@ -166,4 +231,4 @@ def _as_new(
             PROVISIONING,
             f"waiting for the new ManagedDatabase {into} to be Ready (it is {target.phase})",
         )
-    return StartJob(source=backup.database, target=into)
+    return StartJob(source=source, target=into)
