@@ -48,6 +48,7 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results here")
     parser.add_argument("--duration", type=int, help="pgbench -T seconds per run")
     parser.add_argument("--rounds", type=int, help="pgbench rounds per comparison")
+    parser.add_argument("--scale", type=int, help="pgbench -i -s (scale factor)")
     arguments = parser.parse_args(argv)
     unknown = [s for s in arguments.sections if s not in SECTIONS]
     if unknown:
@@ -61,6 +62,8 @@ def _settings(arguments: argparse.Namespace) -> Settings:
         settings = replace(settings, duration=max(1, arguments.duration))
     if arguments.rounds is not None:
         settings = replace(settings, rounds=max(1, arguments.rounds))
+    if arguments.scale is not None:
+        settings = replace(settings, scale=max(1, arguments.scale))
     return settings
 
 

@@ -45,6 +45,7 @@ class Result:
     failed: int
     latency_ms: float | None
     connection_ms: float | None  # average connection time, with -C
+    client_cpu_seconds: float | None = None  # pgbench's own user + system CPU, when known
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,7 +77,9 @@ class ContainerRunner:
     def run(self, arguments: Sequence[str], password: str, timeout: float) -> str:
         container = self.client.containers.run(
             POSTGRES_IMAGE,
-            command=["pgbench", *arguments],
+            # `times` after pgbench: its CPU (user and system), for the CPU-per-transaction
+            # table. The exit status stays pgbench's.
+            command=["sh", "-c", 'pgbench "$@"; status=$?; times; exit $status', "sh", *arguments],
             environment={"PGPASSWORD": password},
             network=self.network,
             labels=self.labels,
@@ -163,6 +166,8 @@ _PROCESSED = re.compile(r"^number of transactions actually processed: ([0-9]+)",
 _FAILED = re.compile(r"^number of failed transactions: ([0-9]+)", re.MULTILINE)
 _LATENCY = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
 _CONNECTION = re.compile(r"^average connection time = ([0-9.]+) ms", re.MULTILINE)
+# The shell's `times`: its own line, then its children's (pgbench): "0m1.230s 0m0.450s".
+_TIMES = re.compile(r"^(\d+)m([0-9.]+)s (\d+)m([0-9.]+)s\s*$", re.MULTILINE)
 
 
 def parse(output: str) -> Result:
@@ -179,6 +184,17 @@ def parse(output: str) -> Result:
         failed=int(failed[1]) if failed else 0,
         latency_ms=float(latency[1]) if latency else None,
         connection_ms=float(connection[1]) if connection else None,
+        client_cpu_seconds=_children_cpu(output),
+    )
+
+
+def _children_cpu(output: str) -> float | None:
+    found = _TIMES.findall(output)
+    if len(found) < 2:
+        return None
+    user_minutes, user_seconds, system_minutes, system_seconds = found[-1]
+    return (
+        60 * (int(user_minutes) + int(system_minutes)) + float(user_seconds) + float(system_seconds)
     )
 
 

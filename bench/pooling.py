@@ -18,9 +18,11 @@ from typing import Any, Final
 
 from bench import compare, pgbench
 from bench.compare import Case, Measured
+from bench.container_cpu import ContainerCpu
 from bench.harness import Bench
 from bench.report import SectionReport, Table, Target, progress, ratio
 from bench.servers import Server
+from sotadb import names
 
 MANY: Final = 100
 FEW: Final = 20
@@ -96,10 +98,19 @@ def _measure(bench: Bench, a: Server, b: Server) -> SectionReport:
         case("reconnect", a, True, load(FEW, select_only=True, reconnect=True)),
         case("reconnect", a, False, load(FEW, select_only=True, reconnect=True)),
     ]
-    tpcb = compare.interleave(tpcb_cases, settings.rounds)
-    select = compare.interleave(select_cases, settings.rounds)
-    churn = compare.interleave(churn_cases, settings.rounds)
+    cpu = {server.label: _cpu_probe(client, server) for server in (a, b)}
+    tpcb = compare.interleave(tpcb_cases, settings.rounds, cpu)
+    select = compare.interleave(select_cases, settings.rounds, cpu)
+    churn = compare.interleave(churn_cases, settings.rounds, cpu)
     return _report(bench, a, b, tpcb, select, churn)
+
+
+def _cpu_probe(client: Any, server: Server) -> compare.CpuProbe:
+    containers = ContainerCpu(
+        client,
+        {"postgres": names.postgres_name(server.slug), "pgbouncer": names.pooler_name(server.slug)},
+    )
+    return containers.read
 
 
 @dataclass(frozen=True)
@@ -166,12 +177,18 @@ def _report(
             "select-only, a new connection per transaction (-S -C)", list(churn.values())
         ),
     ]
+    cpu_tables = [
+        compare.cpu_table(f"CPU per transaction, ms ({title})", list(group.values()))
+        for title, group in (("TPC-B", tpcb), ("select-only", select))
+    ]
+    report.tables += [t for t in cpu_tables if t is not None]
     measured = {**tpcb, **select, **churn}
     values = {
         r.label: measured[r.numerator].tps / measured[r.denominator].tps
         for r in RATIOS
         if r.numerator in measured and r.denominator in measured
     }
+    values.update(_cpu_ceilings(measured))
     report.tables.append(
         Table("ratios (tps)", ["", "value"], [[k, ratio(v)] for k, v in values.items()])
     )
@@ -203,6 +220,13 @@ def _report(
             if settings.diagnostics
             else ""
         ),
+        "CPU per transaction: each container's cgroup CPU (PostgreSQL with every backend; "
+        "PgBouncer) read before and after each run, and pgbench's own (the shell's `times`), "
+        "over the transactions it ran. These runs keep both cores busy, so tps follows CPU per "
+        "transaction: the 'CPU ceiling' ratios (direct CPU / pooled CPU per transaction) are "
+        "what pooling can reach here at best. A transaction through PgBouncer costs its CPU "
+        "plus the client's extra for 100 connections instead of 20; on 2 shared cores both "
+        "are taken from PostgreSQL",
         "-C opens a connection per transaction: the client's SCRAM exchange (PBKDF2, 4096 "
         "iterations, on the client) happens either way; through PgBouncer the server "
         "connection is reused instead of a backend being forked",
@@ -218,3 +242,28 @@ def _report(
         "ratios": values,
     }
     return report
+
+
+CPU_CEILINGS: Final = (
+    ("CPU ceiling: TPC-B direct-20 / pooled-100", "tpcb.direct20", "tpcb.pooled100"),
+    ("CPU ceiling: TPC-B direct-100 / pooled-100", "tpcb.direct100", "tpcb.pooled100"),
+    ("CPU ceiling: select-only direct-100 / pooled-100", "select.direct100", "select.pooled100"),
+)
+
+
+def _cpu_ceilings(measured: Mapping[str, Measured]) -> dict[str, float]:
+    """Per-transaction CPU of the direct run over the pooled one's: the throughput ratio a
+    CPU-bound pooled run can reach on these cores."""
+    ceilings = {}
+    for label, direct, pooled in CPU_CEILINGS:
+        if direct not in measured or pooled not in measured:
+            continue
+        costs = [_cpu_per_transaction(measured[key]) for key in (direct, pooled)]
+        if costs[0] is not None and costs[1]:
+            ceilings[label] = costs[0] / costs[1]
+    return ceilings
+
+
+def _cpu_per_transaction(m: Measured) -> float | None:
+    each = [m.cpu_ms_per_transaction(label) for label in compare.CPU_LABELS]
+    return None if any(v is None for v in each) else sum(v for v in each if v is not None)
