@@ -448,8 +448,8 @@ def _idle(
 ) -> dict[str, Any]:
     mark = emu.mark()
     started = time.monotonic()
-    # On a restart the operator lists every owned object, and kopf its ManagedDatabases and
-    # workloads, before any handler runs (see the report's notes): wait long enough.
+    # On a restart the operator lists every owned object, workload and database, and kopf the
+    # ManagedDatabases, before any handler runs (see the report's notes): wait long enough.
     timeout = max(60.0, databases * 0.9)
     _started(emu, process, log, timeout)
 
@@ -604,10 +604,11 @@ def report(runs: Sequence[Run]) -> SectionReport:
         "resume handler ran; idle: then two resync periods, with `resyncs run` counting the "
         "timers that ran in it; peering keep-alives are kopf's liveness on the "
         "ClusterKopfPeering `sotadb` and are not counted as writes",
-        "resumed: a restarted operator first lists every owned object into its own lean "
-        "cache (sotadb/kube/watch.py), then kopf lists and handles the ManagedDatabases (its "
-        "one index, of databases, gates the handlers until every database is indexed) and the "
-        "workloads; each database's resume handler then reconciles without reading anything",
+        "resumed: a restarted operator first lists every owned object, workload and database "
+        "into its own lean snapshots (sotadb/kube/watch.py; kopf watches no workload), then "
+        "kopf lists and handles the ManagedDatabases (the backups' indexes gate the handlers "
+        "until every database is indexed); each database's resume handler then reconciles "
+        "without reading anything",
         "each size runs against a fresh emulator; peering is on, as in production",
     ]
     largest = max(runs, key=lambda r: r.databases)

@@ -64,8 +64,8 @@ OWNED_RESOURCES: Mapping[str, str] = {
     "PersistentVolumeClaim": "persistentvolumeclaims",
     "CronJob": "cronjobs.batch",
 }
-# What a started operator watches: kopf the ManagedDatabases and workloads, the operator's own
-# list-and-watch every owned kind (each is listed first, then watched).
+# What a started operator's own list-and-watch follows (each is listed first, then watched):
+# every owned kind and the ManagedDatabases. kopf's kinds come from its registry.
 WATCHED = {"manageddatabases", *(r.split(".")[0] for r in OWNED_RESOURCES.values())}
 # Owned objects the operator itself renders (the data PVC comes from the StatefulSet).
 RENDERED_COUNT = 12
@@ -165,12 +165,20 @@ class Operator:
         self.runner = runner
         self.starts += 1
         if wait:
-            wait_for(lambda: self.watching(mark) >= WATCHED, what="the operator's watches")
+            # The operator's own watches start in a startup handler, before kopf lists
+            # anything; kopf then lists and watches each of its kinds in no fixed order.
+            by_kopf = kopf_watched(registry)
+            wait_for(
+                lambda: self.watching(mark) >= WATCHED and self.watching(mark, "kopf/") >= by_kopf,
+                what="the operator's watches",
+            )
         return self
 
-    def watching(self, since: int) -> set[str]:
+    def watching(self, since: int, agent: str = "") -> set[str]:
         return {
-            c.plural or "" for c in self.emu.calls(since) if c.verb == "watch" and is_operator(c)
+            c.plural or ""
+            for c in self.emu.calls(since)
+            if c.verb == "watch" and is_operator(c) and c.user_agent.startswith(agent)
         }
 
     def kill(self) -> None:
@@ -199,6 +207,17 @@ class Operator:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def kopf_watched(registry: kopf.OperatorRegistry) -> set[str]:
+    """The plurals kopf lists and watches for the handlers on `registry`."""
+    handlers = [
+        *registry._indexing.get_all_handlers(),
+        *registry._watching.get_all_handlers(),
+        *registry._spawning.get_all_handlers(),
+        *registry._changing.get_all_handlers(),
+    ]
+    return {h.selector.plural or h.selector.any_name or "" for h in handlers}
 
 
 def _reap_timers(loop: asyncio.AbstractEventLoop) -> None:

@@ -17,7 +17,7 @@ from sotadb.kube import resources
 from sotadb.kube.api import KubeApi, load_configuration
 from sotadb.kube.handlers import MANAGED_SELECTOR
 from sotadb.kube.owned import OwnedObjects
-from sotadb.kube.watch import OwnedWatch, Transport
+from sotadb.kube.watch import Kind, ListWatch, Transport
 
 NAMESPACE = "default"
 
@@ -51,9 +51,8 @@ async def test_lists_then_follows_and_relists_after_gone(tmp_path: pathlib.Path)
         await asyncio.to_thread(api.create, configmap("listed"))
         await asyncio.to_thread(api.create, configmap("foreign", ours=False))
         objects = OwnedObjects()
-        watch = OwnedWatch(
-            Transport(api.connection, api.user_agent), objects, selector=MANAGED_SELECTOR
-        )
+        configmaps = Kind(resources.CONFIG_MAP, MANAGED_SELECTOR, objects)
+        watch = ListWatch(Transport(api.connection, api.user_agent), [configmaps])
         await watch.start()
         try:
             assert seen(objects) == {"listed"}  # listed before start() returns
@@ -79,7 +78,7 @@ async def test_lists_then_follows_and_relists_after_gone(tmp_path: pathlib.Path)
                 await asyncio.to_thread(api.create, configmap(f"later-{index}"))
             objects.upsert({**configmap("stale"), "kind": "ConfigMap"})
             mark = emu.mark()
-            resumed = asyncio.create_task(watch._watch(resources.CONFIG_MAP, None, "1"))
+            resumed = asyncio.create_task(watch._watch(configmaps, None, "1"))
             try:
                 await eventually(lambda: "stale" not in seen(objects), "a relist after 410")
             finally:

@@ -143,10 +143,14 @@ class KubeApi:
             query={"fieldManager": field_manager},
         )
 
-    def delete(self, resource: Resource, namespace: str, name: str) -> bool:
-        """True when it was there; a missing object is already deleted."""
+    def delete(
+        self, resource: Resource, namespace: str, name: str, *, propagation: str | None = None
+    ) -> bool:
+        """True when it was there; a missing object is already deleted. `propagation`: the
+        propagationPolicy (a batch/v1 Job deleted without one orphans its pods)."""
+        query = None if propagation is None else {"propagationPolicy": propagation}
         try:
-            self._request("DELETE", resource.path(namespace, name))
+            self._request("DELETE", resource.path(namespace, name), query=query)
         except ApiError as e:
             if e.status == 404:
                 return False

@@ -297,9 +297,8 @@ def stop_run(
 def _delete_job(api: KubeApi, namespace: str, name: str) -> bool:
     """Delete a Job and its pods; False if it was not there. A batch/v1 Job deleted without a
     propagation policy orphans its pods (the API's default for Jobs, kept for compatibility),
-    which would run on: the policy is sent. KubeApi.delete takes no options, so the policy
-    rides in the query after the name."""
-    return api.delete(resources.JOB, namespace, f"{name}?propagationPolicy={BACKGROUND}")
+    which would run on: the policy is sent."""
+    return api.delete(resources.JOB, namespace, name, propagation=BACKGROUND)
 
 
 def forget_backup(

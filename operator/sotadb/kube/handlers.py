@@ -1,11 +1,12 @@
 """kopf wiring: thin handlers around the level-based reconcile.
 
-- A lean list-and-watch of our own (kube/watch.py → kube/owned.py) keeps a small snapshot of
-  every object we own: a reconcile reads nothing it owns, and an idle resync sends no request.
-  kopf itself watches only ManagedDatabases and the workloads (readiness, injection).
+- A lean list-and-watch of our own (kube/watch.py) keeps a small snapshot of every object we
+  own (kube/owned.py) and of every database (kube/databases.py): a reconcile reads nothing it
+  owns, and an idle resync sends no request. Of the kinds we handle, kopf watches only the
+  ManagedDatabases (and backups, restores, Jobs: backup_handlers.py).
 - One reconcile, triggered by create, update, resume and a timer.
-- Workload events (StatefulSet/Deployment) update the owner's status: readiness is watched,
-  never polled.
+- Workload events (StatefulSet/Deployment), from the same lean watch, update the owner's
+  status (kube/workloads.py): readiness is watched, never polled.
 - Deletion runs behind a finalizer and honours spec.deletionPolicy.
 Errors map to kopf's Permanent/Temporary errors here, and only here.
 """
@@ -16,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, cast
+from typing import Any, Final
 
 import aiohttp
 import kopf
@@ -27,23 +28,24 @@ from sotadb.errors import ForbiddenChange, InvalidSpec
 from sotadb.kube import resources, status
 from sotadb.kube.api import ApiError, KubeApi, is_retryable, load_configuration
 from sotadb.kube.backup_handlers import snapshot_before_delete
-from sotadb.kube.observe import Observed, instance_key, observe
+from sotadb.kube.databases import Databases
+from sotadb.kube.events import EventPoster
+from sotadb.kube.observe import Observed
 from sotadb.kube.owned import OwnedObjects
 from sotadb.kube.reconcile import Reconciler, now
-from sotadb.kube.watch import Gone, OwnedWatch, Transport
+from sotadb.kube.watch import Gone, Kind, ListWatch, Transport
+from sotadb.kube.workloads import Context, Workloads, handler_for
 from sotadb.render import Images
 from sotadb.spec import DeletionPolicy
 
-DATABASE_INDEX: Final = "databases"
 RETRY_DELAY: Final = 5.0
 # What a call to the API raises: its answers (ApiError) and a broken connection (urllib3,
 # OSError). `is_retryable` decides which are tried again soon.
 CALL_ERRORS: Final = (ApiError, urllib3.exceptions.HTTPError, OSError)
-MANAGED: Final = {names.LABEL_MANAGED_BY: names.MANAGED_BY}
 MANAGED_SELECTOR: Final = f"{names.LABEL_MANAGED_BY}={names.MANAGED_BY}"
 DATABASES: Final = (names.GROUP, names.VERSION, names.PLURAL_DATABASE)
-# What kopf watches of ours besides ManagedDatabases: readiness follows these two. (A CronJob's
-# existence only sets BackupsScheduled, which each reconcile reports.)
+# Readiness follows these two (kube/workloads.py); a CronJob's existence only sets
+# BackupsScheduled, which each reconcile reports.
 WORKLOADS: Final = (resources.STATEFUL_SET, resources.DEPLOYMENT)
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 
@@ -53,18 +55,10 @@ class OperatorConfig:
     images: Images = field(default_factory=Images)
     kubeconfig: str | None = None
     resync_seconds: float = 300.0
-    inject: bool = True  # DATABASE_URL injection into annotated workloads (kube/injection.py)
+    # DATABASE_URL injection into annotated workloads, once kube/injection.py is registered:
+    # then every Deployment and StatefulSet is watched, not only ours.
+    inject: bool = True
     namespaces: tuple[str, ...] = ()  # as given to kopf; () for all namespaces
-
-
-@dataclass(frozen=True)
-class DatabaseSnapshot:
-    """What workload events need of their owner, kept current by a kopf index."""
-
-    reference: dict[str, Any]  # apiVersion, kind, name, namespace, uid: enough for an Event
-    status: dict[str, Any]
-    backups_enabled: bool
-    deleting: bool
 
 
 def observed_for(namespace: str, slug: str, memo: Any) -> Observed:
@@ -88,37 +82,47 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.inactivity_timeout = 600
-        # Lists in pages: a page's bodies are decoded at once (1,000 StatefulSets in one
-        # answer were ~10 MB of JSON, and its decoded dicts several times that).
+        # Lists in pages: a page's bodies are decoded at once (1,000 objects in one answer
+        # were ~10 MB of JSON, and its decoded dicts several times that).
         settings.watching.chunk_size = 250
-        # Filter the workloads kopf watches on the server. With injection on, every
-        # Deployment and StatefulSet is watched (an annotation cannot be selected on the
-        # server); the status handlers below still take only ours.
-        for resource in WORKLOADS:
-            if config.inject and resource in (resources.DEPLOYMENT, resources.STATEFUL_SET):
-                continue
-            selector = (resource.group, resource.version, resource.plural)
-            settings.watching.label_selectors[selector] = MANAGED_SELECTOR
         memo["api"] = KubeApi(load_configuration(config.kubeconfig))
 
     @kopf.on.startup(registry=registry)
-    async def watch_owned(memo: Any, **_: Any) -> None:
-        """List every owned object before any handler runs (kopf starts its watches only
-        after the startup handlers), then keep the snapshots current from watches."""
+    async def watch_owned(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+        """List every owned object, database and workload before any handler runs (kopf
+        starts its watches only after the startup handlers), then keep the snapshots current
+        from watches. An annotation cannot be selected on the server: with the injection on,
+        every workload is listed and watched, and reduced at once."""
         api: KubeApi = memo["api"]
-        watch = OwnedWatch(
-            Transport(api.connection, api.user_agent),
-            OwnedObjects(),
-            selector=MANAGED_SELECTOR,
-            namespaces=config.namespaces,
+        owned, databases = OwnedObjects(), Databases()
+        handler = handler_for(registry) if config.inject else None
+        workloads = Workloads(owned, databases, handler)
+        workload_selector = "" if handler is not None else MANAGED_SELECTOR
+        kinds = [
+            *(Kind(r, MANAGED_SELECTOR, owned) for r in resources.OWNED if r not in WORKLOADS),
+            *(Kind(r, workload_selector, workloads) for r in WORKLOADS),
+            Kind(resources.MANAGED_DATABASE, "", databases),
+        ]
+        watch = ListWatch(
+            Transport(api.connection, api.user_agent), kinds, namespaces=config.namespaces
         )
         try:
             await watch.start()
         except (*CALL_ERRORS, TimeoutError, ValueError, aiohttp.ClientError, Gone) as e:
             await watch.stop()
             raise kopf.TemporaryError(f"listing owned objects: {e}", delay=RETRY_DELAY) from None
-        memo["owned"] = watch.objects
+        posting = settings.posting
+        events = EventPoster(
+            api,
+            component=posting.reporting_component,
+            instance=posting.reporting_instance,
+            prefix=posting.event_name_prefix,
+            enabled=posting.enabled,
+        )
+        workloads.activate(Context(api, databases, events))
+        memo["owned"] = owned
         memo["owned_watch"] = watch
+        memo["workloads"] = workloads
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -128,8 +132,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
     @kopf.on.cleanup(registry=registry)
     async def close(memo: Any, **_: Any) -> None:
         watch = memo.get("owned_watch")
-        if isinstance(watch, OwnedWatch):
+        if isinstance(watch, ListWatch):
             await watch.stop()
+        workloads = memo.get("workloads")
+        if isinstance(workloads, Workloads):
+            await workloads.stop()
         api = memo.get("api")
         if isinstance(api, KubeApi):
             api.close()
@@ -171,7 +178,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         became_ready = outcome.status.get("phase") == status.PHASE_READY
         if became_ready and (body.get("status") or {}).get("phase") != status.PHASE_READY:
             # kopf.event, not kopf.info: posting.level (WARNING) would drop an INFO event.
-            kopf.event(body, type="Normal", reason="Ready", message=_ready_message(name))
+            kopf.event(body, type="Normal", reason="Ready", message=status.ready_message(name))
 
     for decorator, handler_id in (
         (kopf.on.create, "reconcile-on-create"),
@@ -186,87 +193,6 @@ def register(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
         initial_delay=config.resync_seconds,
         registry=registry,
     )(reconcile)
-
-    @kopf.index(*DATABASES, id=DATABASE_INDEX, registry=registry)
-    def database_snapshot(body: kopf.Body, **_: Any) -> dict[tuple[str, str], DatabaseSnapshot]:
-        metadata = body.get("metadata") or {}
-        backups = ((body.get("spec") or {}).get("backups") or {}).get("enabled", True)
-        reference = {
-            "apiVersion": body.get("apiVersion"),
-            "kind": body.get("kind"),
-            "metadata": {k: metadata.get(k) for k in ("name", "namespace", "uid")},
-        }
-        snapshot = DatabaseSnapshot(
-            reference=reference,
-            status=dict(body.get("status") or {}),
-            backups_enabled=bool(backups),
-            deleting=bool(metadata.get("deletionTimestamp")),
-        )
-        return {(str(metadata.get("namespace")), str(metadata.get("name"))): snapshot}
-
-    async def workload_changed(
-        body: kopf.Body, type: str | None, memo: Any, logger: Logger, **kwargs: Any
-    ) -> None:
-        """A StatefulSet or Deployment of ours changed: refresh its owner's status.
-
-        Async, and in the event loop: most events change nothing (a few dict look-ups). As a
-        sync handler each event waited in kopf's thread pool holding its body, its kwargs and
-        kopf's per-event state; at 1,000 databases ~2,700 waited at once (~40 MB)."""
-        key = instance_key(body)
-        api = memo.get("api")
-        owners = kwargs.get(DATABASE_INDEX)
-        if key is None or not isinstance(api, KubeApi) or owners is None or key not in owners:
-            return
-        namespace, slug = key
-        (owner,) = owners[key]
-        current = owner.status
-        if owner.deleting or current.get("phase") in (None, status.PHASE_FAILED):
-            return  # the reconcile reports first (and a failed spec keeps its reason)
-        observed = observed_for(namespace, slug, memo)
-        # The owned-object watch may not hold this very event yet: take the event's own body.
-        event = observe(body)
-        snapshots = [
-            o for o in observed.objects.values() if (o.kind, o.name) != (event.kind, event.name)
-        ]
-        observed = Observed.of(snapshots if type == "DELETED" else [*snapshots, event])
-        conditions = status.workload_conditions(slug, observed, owner.backups_enabled)
-        phase = status.PHASE_READY if conditions[0].status else status.PHASE_PROVISIONING
-        patch = status.status_patch(
-            current=current,
-            phase=phase,
-            conditions=conditions,
-            generation=current.get("observedGeneration"),
-            secret_name=names.app_secret_name(slug),
-            now=now(),
-        )
-        if not patch:
-            return
-        await asyncio.to_thread(
-            api.patch,
-            resources.MANAGED_DATABASE,
-            namespace,
-            slug,
-            {"status": patch},
-            subresource="status",
-        )
-        if phase == status.PHASE_READY and current.get("phase") != status.PHASE_READY:
-            logger.info("%s/%s is ready", namespace, slug)
-            kopf.event(
-                kopf.Body(cast(Any, owner.reference)),
-                type="Normal",
-                reason="Ready",
-                message=_ready_message(slug),
-            )
-
-    for resource in WORKLOADS:
-        kopf.on.event(
-            group=resource.group,
-            version=resource.version,
-            plural=resource.plural,
-            id=f"status-from-{resource.plural}",
-            labels=MANAGED,
-            registry=registry,
-        )(workload_changed)
 
     @kopf.on.delete(*DATABASES, id="delete", registry=registry)
     def delete(
@@ -349,10 +275,3 @@ def _report_failure(body: kopf.Body, patch: kopf.Patch, error: InvalidSpec) -> N
         patch.status[key] = value
     if update:
         kopf.warn(body, reason=reason, message=str(error))
-
-
-def _ready_message(slug: str) -> str:
-    return (
-        f"PostgreSQL and PgBouncer are ready; DATABASE_URL is in Secret "
-        f"{names.app_secret_name(slug)}"
-    )

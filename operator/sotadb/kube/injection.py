@@ -1,4 +1,4 @@
-"""Database injection into apps' Deployments and StatefulSets: the kopf side (thin).
+"""Database injection into apps' Deployments and StatefulSets: the handler (thin).
 
 The user's side: annotate a Deployment or StatefulSet with `sota.io/database: "true"` (the
 database is named after the workload) or `sota.io/database: <name>`. The workload gets a
@@ -8,18 +8,20 @@ describes: envFrom the app Secret, the direct-access label, the wait-for-databas
 Removing the annotation takes the injection out again; `sota.io/injected` remembers what it was.
 
 Mechanism: a strategic merge patch with its own field manager (`sotadb-injector`), sent by the
-operator when a workload's watch event shows a difference. No admission webhook: nothing to
-serve, no certificates, no failurePolicy to choose; it installs like the rest of the operator.
-The price is one rollout step: a workload created without the injection is patched a moment
-later, so its first ReplicaSet may start pods that are replaced at once.
+operator when a workload's watch event (the operator's own watch: kube/workloads.py) shows a
+difference. No admission webhook: nothing to serve, no certificates, no failurePolicy to
+choose; it installs like the rest of the operator. The price is one rollout step: a workload
+created without the injection is patched a moment later, so its first ReplicaSet may start
+pods that are replaced at once.
 
-Level-based, and quiet: each watch event (kopf.on.event: no finalizer, no progress or diff-base
-annotations on the user's objects) compares the live pod template with the wanted one
-(`injection.plan`); equal means no request at all, so an idle operator and our own patch's
-echo send nothing. A different one is patched with the event's resourceVersion as a
-precondition: a 409 means the workload changed meanwhile and its newer event follows, so a
+Level-based, and quiet: each watch event (no finalizer, no progress or diff-base annotations on
+the user's objects: kopf does not handle workloads at all) compares the live pod template with
+the wanted one (`injection.plan`); equal means no request at all, so an idle operator and our
+own patch's echo send nothing. A different one is patched with the event's resourceVersion as
+a precondition: a 409 means the workload changed meanwhile and its newer event follows, so a
 stale event can never overwrite the user's newer envFrom. Retryable failures are retried after
 `handlers.RETRY_DELAY` from memory (a kopf timer would put a finalizer on the user's object).
+The Events on the workload are posted by `kube/events.py`.
 
 GitOps, why it does not fight:
 - `kubectl apply` (client-side; Argo CD's default) patches the difference between its
@@ -37,10 +39,10 @@ GitOps, why it does not fight:
 - `kubectl replace` (or any tool that replaces) drops everything we added, annotation included:
   we inject again, one patch per replace. The tests count these writes.
 
-Scope: the annotation cannot be filtered on by the API server, so this watches every
-Deployment and StatefulSet the operator can see (the startup handler lifts the label selector
-`handlers.register` sets for the database's own workloads; their handlers filter by label
-themselves). Call `register_injection` after `handlers.register`.
+Scope: the annotation cannot be filtered on by the API server, so with the injection registered
+the operator lists and watches every Deployment and StatefulSet it can see (kube/workloads.py
+reduces each at once and hands only annotated ones here). Call `register_injection` before
+the operator runs `registry`.
 """
 
 from __future__ import annotations
@@ -49,46 +51,44 @@ import asyncio
 import copy
 import logging
 import time
-from collections.abc import Mapping
-from typing import Any, Final, cast
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Final
 
 import kopf
 
 from sotadb import names
-from sotadb.kube import handlers, resources
+from sotadb.kube import handlers, resources, workloads
 from sotadb.kube.api import ApiError, KubeApi, is_retryable
-from sotadb.kube.handlers import DATABASE_INDEX, OperatorConfig
+from sotadb.kube.databases import Databases
+from sotadb.kube.events import reference
+from sotadb.kube.handlers import OperatorConfig
+from sotadb.kube.workloads import Context
 from sotadb.render import injection
 
 FIELD_MANAGER: Final = "sotadb-injector"
-WORKLOADS: Final = (resources.DEPLOYMENT, resources.STATEFUL_SET)
-# How long a database this operator created or found counts as existing without the index
-# showing it (the index shows it within milliseconds; a deleted one is created again after).
+# How long a database this operator created or found counts as existing without the watch
+# showing it (it shows it within milliseconds; a deleted one is created again after).
 CONFIRMED_FOR: Final = 60.0
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 Key = tuple[str, str, str]  # kind, namespace, name
+_log = logging.getLogger(__name__)
 
 
 def register_injection(registry: kopf.OperatorRegistry, config: OperatorConfig) -> None:
-    """Register the injection's handlers on `registry`, after `handlers.register`."""
+    """Register the injection as the workload handler of the operator that runs `registry`."""
     injector = Injector(config)
+    workloads.register_handler(registry, injector)
 
     @kopf.on.cleanup(registry=registry)
     def cancel_retries(**_: Any) -> None:
         injector.cancel_all()
 
-    def concerns(body: kopf.Body, **_: Any) -> bool:
-        return injection.concerns_injection(body)
 
-    for resource in WORKLOADS:
-        kopf.on.event(
-            resource.group,
-            resource.version,
-            resource.plural,
-            id=f"inject-into-{resource.plural}",
-            when=concerns,
-            registry=registry,
-        )(injector.on_event)
+class ObjectLogger(logging.LoggerAdapter[logging.Logger]):
+    """Log lines prefixed with the workload, as kopf prefixes its handlers' lines."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"[{(self.extra or {}).get('where')}] {msg}", kwargs
 
 
 class Injector:
@@ -100,52 +100,46 @@ class Injector:
         self._warned: set[tuple[str, str, str]] = set()  # uid, reason, message
         self._confirmed: dict[tuple[str, str], float] = {}  # (namespace, slug) → when seen
 
-    async def on_event(
-        self, body: kopf.Body, type: str | None, memo: Any, logger: Logger, **kwargs: Any
-    ) -> None:
+    def concerns(self, body: Mapping[str, Any]) -> bool:
+        return injection.concerns_injection(body)
+
+    async def on_event(self, event: str | None, body: Mapping[str, Any], context: Context) -> None:
         workload = copy.deepcopy(dict(body))
         metadata = workload.get("metadata") or {}
         key = (str(workload.get("kind")), str(metadata.get("namespace")), str(metadata.get("name")))
         self._cancel(key)  # this event is newer than what a pending retry would use
-        if type == "DELETED" or metadata.get("deletionTimestamp"):
+        if event == "DELETED" or metadata.get("deletionTimestamp"):
             self._forget_warnings(workload)
             return  # the database stays: it is never deleted for a workload
-        await self._converge(key, workload, memo["api"], kwargs.get(DATABASE_INDEX), logger)
+        logger = ObjectLogger(_log, {"where": f"{key[1]}/{key[2]}"})
+        await self._converge(key, workload, context, logger)
 
     async def _converge(
-        self,
-        key: Key,
-        workload: dict[str, Any],
-        api: KubeApi,
-        databases: Mapping[tuple[str, str], Any] | None,
-        logger: Logger,
+        self, key: Key, workload: dict[str, Any], context: Context, logger: Logger
     ) -> None:
-        done = await asyncio.to_thread(self.converge, workload, api, databases, logger)
+        done = await asyncio.to_thread(self.converge, workload, context, logger)
         if not done:
-            self._retry_later(key, workload, api, databases, logger)
+            self._retry_later(key, workload, context, logger)
 
-    def converge(
-        self,
-        workload: dict[str, Any],
-        api: KubeApi,
-        databases: Mapping[tuple[str, str], Any] | None,
-        logger: Logger,
-    ) -> bool:
+    def converge(self, workload: dict[str, Any], context: Context, logger: Logger) -> bool:
         """Observe → plan → apply for one workload. False: a retryable failure, try again."""
         metadata = workload["metadata"]
         namespace, name, kind = metadata["namespace"], metadata["name"], workload["kind"]
+        api = context.api
         try:
             plan = injection.plan(workload, self.image)
         except injection.InvalidAnnotation as e:
-            self._warn_once(workload, "InvalidDatabaseAnnotation", str(e))
+            self._warn_once(context, workload, "InvalidDatabaseAnnotation", str(e))
             return True
         self._forget_warnings(workload)
         try:
             if plan.database is not None and self._ensure_database(
-                api, namespace, plan.database, f"{kind}/{name}", databases
+                api, namespace, plan.database, f"{kind}/{name}", context.databases
             ):
                 logger.info("created ManagedDatabase %s for %s/%s", plan.database, kind, name)
-                _event(workload, "DatabaseCreated", f"created ManagedDatabase {plan.database}")
+                _event(
+                    context, workload, "DatabaseCreated", f"created ManagedDatabase {plan.database}"
+                )
             if plan.patch is None:
                 return True
             patch = copy.deepcopy(plan.patch)
@@ -158,7 +152,7 @@ class Injector:
             if is_retryable(e):
                 logger.warning("injection into %s/%s failed, will retry: %s", kind, name, e)
                 return False
-            self._warn_once(workload, "InjectionFailed", str(e))
+            self._warn_once(context, workload, "InjectionFailed", str(e))
             return True
         message = (
             f"injected database {plan.database}: envFrom {names.app_secret_name(plan.database)}, "
@@ -168,9 +162,8 @@ class Injector:
             else "removed the database injection (the database is kept)"
         )
         logger.info("%s/%s: %s", kind, name, message)
-        _event(
-            workload, "DatabaseInjected" if plan.database else "DatabaseInjectionRemoved", message
-        )
+        reason = "DatabaseInjected" if plan.database else "DatabaseInjectionRemoved"
+        _event(context, workload, reason, message)
         return True
 
     def _ensure_database(
@@ -179,13 +172,13 @@ class Injector:
         namespace: str,
         slug: str,
         created_for: str,
-        databases: Mapping[tuple[str, str], Any] | None,
+        databases: Databases,
     ) -> bool:
         """Create the ManagedDatabase unless it exists; True if this call created it. An existing
-        one (in the operator's index, or a 409) is left exactly as it is. One just created or
-        found is not posted again while the index catches up (our patch's echo comes first)."""
+        one (in the operator's watch, or a 409) is left exactly as it is. One just created or
+        found is not posted again while the watch catches up (our patch's echo comes first)."""
         key = (namespace, slug)
-        if databases is not None and key in databases:
+        if key in databases:
             return False
         if time.monotonic() - self._confirmed.get(key, -CONFIRMED_FOR) < CONFIRMED_FOR:
             return False
@@ -213,17 +206,12 @@ class Injector:
     # ---------------------------------------------------------------- retries and warnings
 
     def _retry_later(
-        self,
-        key: Key,
-        workload: dict[str, Any],
-        api: KubeApi,
-        databases: Mapping[tuple[str, str], Any] | None,
-        logger: Logger,
+        self, key: Key, workload: dict[str, Any], context: Context, logger: Logger
     ) -> None:
         async def later() -> None:
             await asyncio.sleep(handlers.RETRY_DELAY)
             self._retries.pop(key, None)
-            await self._converge(key, workload, api, databases, logger)
+            await self._converge(key, workload, context, logger)
 
         self._cancel(key)
         self._retries[key] = asyncio.get_running_loop().create_task(
@@ -239,22 +227,23 @@ class Injector:
         for key in list(self._retries):
             self._cancel(key)
 
-    def _warn_once(self, workload: dict[str, Any], reason: str, message: str) -> None:
+    def _warn_once(
+        self, context: Context, workload: dict[str, Any], reason: str, message: str
+    ) -> None:
         """A Warning Event on the workload, once per reason and message: the workload's status
         updates must not repeat it."""
         remembered = (str(workload["metadata"].get("uid")), reason, message)
         if remembered not in self._warned:
             self._warned.add(remembered)
-            kopf.warn(kopf.Body(cast(Any, workload)), reason=reason, message=message)
+            context.events.post(reference(workload), type="Warning", reason=reason, message=message)
 
     def _forget_warnings(self, workload: dict[str, Any]) -> None:
         uid = str(workload["metadata"].get("uid"))
         self._warned = {w for w in self._warned if w[0] != uid}
 
 
-def _event(workload: dict[str, Any], reason: str, message: str) -> None:
-    # kopf.event, not kopf.info: posting.level (WARNING) would drop a Normal event.
-    kopf.event(kopf.Body(cast(Any, workload)), type="Normal", reason=reason, message=message)
+def _event(context: Context, workload: dict[str, Any], reason: str, message: str) -> None:
+    context.events.post(reference(workload), type="Normal", reason=reason, message=message)
 
 
 def _patch_workload(

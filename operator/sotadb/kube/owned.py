@@ -1,9 +1,10 @@
 """What the operator knows of every object it owns: one small snapshot per object, by owner. Pure.
 
-Fed by `kube/watch.py` (a label-selected list and watch per owned kind), read by the reconcile
-and by workload events. Only the `ObservedObject` of each object is kept, never its body: at
-1,000 databases that is ~13,000 snapshots of a few hundred bytes, where kopf's own watching and
-indexing of the same objects cost more than the whole operator may use.
+Fed by `kube/watch.py` (a label-selected list and watch per owned kind; it is a `watch.Feed`),
+read by the reconcile and by workload events (`kube/workloads.py`). Only the `ObservedObject`
+of each object is kept, never its body: at 1,000 databases that is ~12,000 snapshots of a few
+hundred bytes, where kopf's own watching and indexing of the same objects cost more than the
+whole operator may use.
 
 The reconcile runs in kopf's executor threads while the watches run in its event loop, so every
 access takes the lock (each is a few dict operations).
@@ -19,6 +20,7 @@ from sotadb.kube.observe import Observed, ObservedObject, instance_key, observe
 
 Instance = tuple[str, str]  # (namespace, slug)
 Where = tuple[str, str, str]  # (kind, namespace, name)
+Reduced = tuple[Instance | None, ObservedObject]  # a listed body, as kept
 
 
 class OwnedObjects:
@@ -59,7 +61,22 @@ class OwnedObjects:
         self, kind: str, namespace: str | None, bodies: Iterable[Mapping[str, Any]]
     ) -> None:
         """A fresh list of one kind (in one namespace, or all): what it lacks is gone."""
-        snapshots = [(instance_key(b), observe(b)) for b in bodies]
+        self.relisted(kind, namespace, [self.reduce(b) for b in bodies])
+
+    # ---------------------------------------------------------------- as a watch.Feed
+
+    @staticmethod
+    def reduce(body: Mapping[str, Any]) -> Reduced:
+        return instance_key(body), observe(body)
+
+    def changed(self, event: str, body: Mapping[str, Any]) -> None:
+        if event == "DELETED":
+            self.delete(body)
+        else:
+            self.upsert(body)
+
+    def relisted(self, kind: str, namespace: str | None, snapshots: list[Reduced]) -> None:
+        """`replace`, with each body already reduced (the watch drops bodies page by page)."""
         with self._lock:
             stale = [
                 where

@@ -73,6 +73,14 @@ def workload_conditions(slug: str, observed: Observed, backups_enabled: bool) ->
     return [ready, *conditions]
 
 
+def ready_message(slug: str) -> str:
+    """The Ready Event's message."""
+    return (
+        f"PostgreSQL and PgBouncer are ready; DATABASE_URL is in Secret "
+        f"{names.app_secret_name(slug)}"
+    )
+
+
 def failed_conditions(reason: str, message: str) -> list[Condition]:
     return [Condition(READY, False, reason, message)]
 

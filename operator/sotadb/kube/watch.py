@@ -1,15 +1,18 @@
-"""A lean list-and-watch of the kinds a ManagedDatabase owns, feeding `kube/owned.py`.
+"""A lean list-and-watch of everything the operator follows besides what kopf handles: the kinds
+a ManagedDatabase owns (into `kube/owned.py`), the ManagedDatabases themselves (into
+`kube/databases.py`) and the workloads (`kube/workloads.py`: readiness and injection).
 
-Why not kopf's indexes: kopf keeps per-object bookkeeping for every watched object (a memory
-record, a worker with its queue and last body, an index entry) and, on a restart, holds every
-handler until each listed object has been indexed, waking every waiting worker for each one:
-at 1,000 databases (~13,000 owned objects) that was ~350 MB and a 250 s restart. Here each
-event is reduced to its `ObservedObject` at once and the body dropped.
+Why not kopf: kopf keeps per-object bookkeeping for every watched object (a memory record, a
+worker with its queue and last body, an index entry) and, on a restart, parks every listed
+object's body in a worker until each indexed object is indexed. At 1,000 databases kopf's own
+watch of the 2,000 workloads alone held ~55 MB at a restart's peak; its indexes of the owned
+objects once cost ~350 MB and a 250 s restart. Here each object is reduced by its `Feed` as
+soon as it is decoded, one page of a list at a time, and the body dropped.
 
 Per kind (and per namespace when the operator is limited to some): LIST in pages with the
-managed-by label selector, then WATCH from the list's resourceVersion with bookmarks; a watch
+kind's label selector, then WATCH from the list's resourceVersion with bookmarks; a watch
 that ends is resumed from the last version seen, a 410 Gone relists. Reads only: it needs
-list and watch on each owned kind (manifests/operator.yaml), nothing else.
+list and watch on each kind (manifests/operator.yaml), nothing else.
 """
 
 from __future__ import annotations
@@ -19,25 +22,51 @@ import contextlib
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol, TypeVar
 
 import aiohttp
 
 from sotadb.kube import resources
 from sotadb.kube.api import ApiError
 from sotadb.kube.connection import Connection
-from sotadb.kube.owned import OwnedObjects
 
-WATCHED: Final = resources.OWNED
+# Every kind this watch may follow (the RBAC test reads it): what a database owns, and the
+# databases themselves.
+WATCHED: Final = (*resources.OWNED, resources.MANAGED_DATABASE)
 PAGE_SIZE: Final = 250  # a page's bodies are decoded at once: keep the burst small
 WATCH_SECONDS: Final = 300  # the server ends a watch after this; it is resumed at once
 BACKOFF_SECONDS: Final = (0.5, 1.0, 2.0, 5.0)
 logger = logging.getLogger(__name__)
 
 
+T = TypeVar("T")
+
+
 class Gone(Exception):
     """The resourceVersion to resume from is too old: list again."""
+
+
+class Feed(Protocol[T]):
+    """Where one kind's objects go. `reduce` keeps what is needed of a listed body (the watch
+    drops the body at once); `relisted` takes a whole fresh list, reduced; `changed` takes one
+    watch event (ADDED, MODIFIED or DELETED), whose body is dropped after the call."""
+
+    def reduce(self, body: Mapping[str, Any]) -> T: ...
+
+    def relisted(self, kind: str, namespace: str | None, items: list[T]) -> None: ...
+
+    def changed(self, event: str, body: Mapping[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One watched kind: which of its objects (a label selector, "" for all) and their feed."""
+
+    resource: resources.Resource
+    selector: str
+    feed: Feed[Any]
 
 
 class Transport:
@@ -118,34 +147,28 @@ class Transport:
             self._session = None
 
 
-class OwnedWatch:
-    """Lists, then watches, every owned kind into an `OwnedObjects`."""
+class ListWatch:
+    """Lists, then watches, each `Kind` into its feed."""
 
     def __init__(
-        self,
-        transport: Transport,
-        objects: OwnedObjects,
-        *,
-        selector: str,
-        namespaces: Sequence[str] = (),
+        self, transport: Transport, kinds: Sequence[Kind], *, namespaces: Sequence[str] = ()
     ) -> None:
         self._transport = transport
-        self.objects = objects
-        self._selector = selector
+        self._kinds = tuple(kinds)
         self._scopes: tuple[str | None, ...] = tuple(namespaces) or (None,)
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """List every kind (so that no handler runs on a partial view), then watch each."""
         versions = {}
-        for resource in WATCHED:
+        for kind in self._kinds:
             for namespace in self._scopes:
-                versions[(resource, namespace)] = await self._list(resource, namespace)
-        for (resource, namespace), version in versions.items():
+                versions[(kind, namespace)] = await self._list(kind, namespace)
+        for (kind, namespace), version in versions.items():
             self._tasks.append(
                 asyncio.create_task(
-                    self._watch(resource, namespace, version),
-                    name=f"sotadb watch {resource.plural}",
+                    self._watch(kind, namespace, version),
+                    name=f"sotadb watch {kind.resource.plural}",
                 )
             )
 
@@ -158,74 +181,77 @@ class OwnedWatch:
         self._tasks.clear()
         await self._transport.close()
 
-    async def _list(self, resource: resources.Resource, namespace: str | None) -> str:
-        """Every object of ours of this kind, in pages; returns the version to watch from."""
-        query = {"labelSelector": self._selector, "limit": str(PAGE_SIZE)}
-        bodies: list[dict[str, Any]] = []
+    async def _list(self, kind: Kind, namespace: str | None) -> str:
+        """Every object of this kind (that the selector selects), in pages, each page reduced
+        before the next is read; returns the version to watch from."""
+        query = {"limit": str(PAGE_SIZE)}
+        if kind.selector:
+            query["labelSelector"] = kind.selector
+        name = kind.resource.kind
+        items: list[Any] = []
         while True:
-            page = await self._transport.get(resource.path(namespace), query)
-            # List items carry no kind; the snapshots need it.
-            bodies += [{**item, "kind": resource.kind} for item in page.get("items") or []]
+            page = await self._transport.get(kind.resource.path(namespace), query)
+            # List items carry no kind; the feeds need it.
+            items += [kind.feed.reduce({**item, "kind": name}) for item in page.get("items") or []]
             metadata = page.get("metadata") or {}
+            del page
             if not metadata.get("continue"):
-                self.objects.replace(resource.kind, namespace, bodies)
+                kind.feed.relisted(name, namespace, items)
                 return str(metadata.get("resourceVersion") or "")
             query = {**query, "continue": str(metadata["continue"])}
 
-    async def _watch(
-        self, resource: resources.Resource, namespace: str | None, version: str
-    ) -> None:
+    async def _watch(self, kind: Kind, namespace: str | None, version: str) -> None:
         failures = 0
         while True:
             try:
-                version = await self._follow(resource, namespace, version)
+                version = await self._follow(kind, namespace, version)
                 failures = 0
             except Gone:
-                version = await self._relist(resource, namespace)
+                version = await self._relist(kind, namespace)
             except (aiohttp.ClientError, TimeoutError, ValueError, ApiError) as e:
                 delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 failures += 1
                 logger.warning(
-                    "watching %s failed (%s); again in %.1f s", resource.plural, e, delay
+                    "watching %s failed (%s); again in %.1f s", kind.resource.plural, e, delay
                 )
                 await asyncio.sleep(delay)
 
-    async def _relist(self, resource: resources.Resource, namespace: str | None) -> str:
+    async def _relist(self, kind: Kind, namespace: str | None) -> str:
         failures = 0
         while True:
             try:
-                return await self._list(resource, namespace)
+                return await self._list(kind, namespace)
             except (aiohttp.ClientError, TimeoutError, ValueError, ApiError, Gone) as e:
                 delay = BACKOFF_SECONDS[min(failures, len(BACKOFF_SECONDS) - 1)]
                 failures += 1
-                logger.warning("listing %s failed (%s); again in %.1f s", resource.plural, e, delay)
+                logger.warning(
+                    "listing %s failed (%s); again in %.1f s", kind.resource.plural, e, delay
+                )
                 await asyncio.sleep(delay)
 
-    async def _follow(
-        self, resource: resources.Resource, namespace: str | None, version: str
-    ) -> str:
+    async def _follow(self, kind: Kind, namespace: str | None, version: str) -> str:
         """One watch request, until the server ends it; returns the last version seen."""
         query = {
             "watch": "true",
-            "labelSelector": self._selector,
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
+        if kind.selector:
+            query["labelSelector"] = kind.selector
         if version:
             query["resourceVersion"] = version
-        async for event in self._transport.stream(resource.path(namespace), query):
-            kind, body = event.get("type"), event.get("object") or {}
-            if kind == "ERROR":
+        name = kind.resource.kind
+        async for event in self._transport.stream(kind.resource.path(namespace), query):
+            event_type, body = event.get("type"), event.get("object") or {}
+            if event_type == "ERROR":
                 if body.get("code") == 410:
-                    raise Gone(resource.plural)
+                    raise Gone(kind.resource.plural)
                 raise ApiError(
                     int(body.get("code") or 0), str(body.get("reason")), str(body.get("message"))
                 )
             version = str((body.get("metadata") or {}).get("resourceVersion") or version)
-            if kind == "DELETED":
-                self.objects.delete({**body, "kind": resource.kind})
-            elif kind in ("ADDED", "MODIFIED"):
-                self.objects.upsert({**body, "kind": resource.kind})
+            if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                kind.feed.changed(event_type, {**body, "kind": name})
         return version
 
 
