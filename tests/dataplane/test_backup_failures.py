@@ -6,6 +6,7 @@ One small database serves the module; each test leaves it running and its data a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from collections.abc import Iterator
@@ -115,6 +116,34 @@ def test_a_tampered_record_fails_its_drill_and_is_not_the_newest_good(
     assert verified.verification is Verification.FAILED
     assert backups.resolve(db.slug, "latest").name != record.name
     backups.store.delete(verified)
+
+
+def test_a_backup_recorded_before_sha256_checksums_is_verified_by_row_counts(
+    db: Database, backups: DockerBackups, cli: Cli
+):
+    """A record written before copyhash: md5 checksums of another method and no
+    checksumVersion. Its drill compares the tables and their row counts, and says so."""
+    record = backups.create(db.slug, drill=False)
+    path = backups.store.root / db.slug / f"{record.name}.json"
+    raw = json.loads(path.read_text())
+    del raw["checksumVersion"]
+    for name, table in raw["tables"].items():
+        table["checksum"] = hashlib.md5(name.encode()).hexdigest()  # noqa: S324 (a stand-in)
+    path.write_text(json.dumps(raw))
+    try:
+        code, _, err = cli("backup", "verify", db.slug, record.name)
+        assert code == 0, err
+        verified = backups.store.load(db.slug, record.name)
+        assert verified.verification is Verification.PASSED
+        assert "row counts equal (checksums not compared" in (verified.message or "")
+
+        raw["tables"]["public.pgbench_branches"]["rows"] += 1
+        path.write_text(json.dumps(raw))
+        code, _, err = cli("backup", "verify", db.slug, record.name)
+        assert code == 3
+        assert "public.pgbench_branches: 1 rows restored, 2 recorded" in err
+    finally:
+        backups.store.delete(backups.store.load(db.slug, record.name))
 
 
 def test_a_dump_that_restores_different_data_fails_its_drill(

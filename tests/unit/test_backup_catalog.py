@@ -104,6 +104,7 @@ def test_json_round_trip_keeps_every_field():
         verification=Verification.PASSED,
         verified_at=NOW + timedelta(seconds=9),
         message="restore drill: ok",
+        checksum_version=1,
     )
     data = original.to_json()
     assert data["startedAt"] == "2026-11-25T12:00:00Z"
@@ -136,6 +137,7 @@ def test_json_leaves_out_unset_fields():
         pytest.param({"size": "12"}, "size", id="size-type"),
         pytest.param({"format": "custom"}, "format", id="format"),
         pytest.param({"tables": {"t": {"rows": 1}}}, "tables", id="table-without-checksum"),
+        pytest.param({"checksumVersion": 3}, "checksumVersion", id="unknown-checksum-version"),
     ],
 )
 def test_json_refuses_what_it_cannot_trust(change, why):

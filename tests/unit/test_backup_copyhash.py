@@ -124,3 +124,100 @@ def test_a_cut_off_stream_fails_the_program():
     assert done.returncode == 1
     assert b"sotadb: checksums: the stream ended inside the rows of public.t" in done.stderr
     assert run("nonsense", b"").returncode == 2
+
+
+# ---------------------------------------------------------------- freeze: the replay's rewrite
+
+
+def section(schema: bytes, table: bytes, target: bytes, rows: bytes) -> bytes:
+    """A table's data as pg_dump writes it: the comment names the table, the COPY line its
+    target (the partitioned root, when rows are loaded through it)."""
+    comment = b"--\n-- Data for Name: " + table + b"; Type: TABLE DATA; Schema: " + schema
+    return comment + b"; Owner: -\n--\n\n" + b"COPY " + target + b" (a) FROM stdin;\n" + rows
+
+
+REPLAY = (
+    b"--\n-- PostgreSQL database dump\n--\n\n\\restrict abc\n\nCREATE TABLE public.t (a int);\n\n"
+    + section(b"public", b"t", b"public.t", b"1\n2\n\\.\n")
+    + b"\n\n"
+    + section(b"app-data", b"every-type", b'"app-data"."every-type"', b"x\n\\.\n")
+    + b"\n\n"
+    + section(b"public", b'say "hi"', b'public."say ""hi"""', b"\\.\n")
+    + b"\n\n"
+    + section(b"public", b"p_1", b"public.p", b"7\n\\.\n")  # a partition loaded through its root
+    + b"\n\nCREATE INDEX t_a ON public.t USING btree (a);\n\\unrestrict abc\n"
+)
+
+
+def freeze(chunks: list[bytes], *, commit_each: bool) -> bytes:
+    out = bytearray()
+    copyhash.freeze_stream(copyhash.chunk_reader(chunks), out.extend, commit_each=commit_each)
+    return bytes(out)
+
+
+def loaded(name: bytes) -> bytes:
+    return b"COMMIT;\nSELECT 'sotadb-loaded " + name.hex().encode() + b"';\n"
+
+
+def test_freeze_commit_loads_each_table_frozen_in_a_transaction_of_its_own():
+    expected = (
+        REPLAY.replace(
+            b"COPY public.t (a) FROM stdin;\n1\n2\n\\.\n",
+            b"BEGIN;\nTRUNCATE ONLY public.t;\nCOPY public.t (a) FROM stdin WITH (FREEZE);\n"
+            b"1\n2\n\\.\n" + loaded(b"public.t"),
+        )
+        .replace(
+            b'COPY "app-data"."every-type" (a) FROM stdin;\nx\n\\.\n',
+            b'BEGIN;\nTRUNCATE ONLY "app-data"."every-type";\n'
+            b'COPY "app-data"."every-type" (a) FROM stdin WITH (FREEZE);\nx\n\\.\n'
+            + loaded(b'"app-data"."every-type"'),
+        )
+        .replace(
+            b'COPY public."say ""hi""" (a) FROM stdin;\n\\.\n',
+            b'BEGIN;\nTRUNCATE ONLY public."say ""hi""";\n'
+            b'COPY public."say ""hi""" (a) FROM stdin WITH (FREEZE);\n\\.\n'
+            + loaded(b'public."say ""hi"""'),
+        )
+    )
+    assert b"COPY public.p (a) FROM stdin;\n7\n\\.\n\n" in expected  # the root's: untouched
+    assert freeze([REPLAY], commit_each=True) == expected
+
+
+def test_freeze_in_the_callers_transaction_adds_no_transaction_control():
+    each = freeze([REPLAY], commit_each=True)
+    for name in (b"public.t", b'"app-data"."every-type"', b'public."say ""hi"""'):
+        each = each.replace(loaded(name), b"")
+    assert freeze([REPLAY], commit_each=False) == each.replace(b"BEGIN;\n", b"")
+
+
+def test_freeze_does_not_depend_on_where_the_stream_is_cut():
+    for commit_each in (True, False):
+        expected = freeze([REPLAY], commit_each=commit_each)
+        for cut in range(1, len(REPLAY)):
+            parts = [REPLAY[:cut], REPLAY[cut:]]
+            assert freeze(parts, commit_each=commit_each) == expected, cut
+        rng = random.Random(7)
+        for _ in range(300):
+            cuts = sorted(rng.sample(range(1, len(REPLAY)), rng.randint(2, 40)))
+            parts = [REPLAY[a:b] for a, b in zip([0, *cuts], [*cuts, len(REPLAY)], strict=True)]
+            assert freeze(parts, commit_each=commit_each) == expected, cuts
+
+
+def test_freeze_leaves_what_is_not_a_table_section_alone():
+    # The test dump of the checksums: a COPY line in a function body or a comment, and comments
+    # naming schema "s" while the COPY lines name "public" (so no section is its own table's).
+    assert freeze([DUMP], commit_each=True) == DUMP
+    long_line = b"SELECT '" + b"x" * (3 * copyhash.MAX_CONTEXT) + b"';\n"
+    assert freeze([long_line + REPLAY], commit_each=False).count(b"WITH (FREEZE)") == 3
+
+
+def test_the_freeze_program_rewrites_a_big_stream_and_fails_on_a_cut_off_one():
+    rows = b"".join(b"%d\n" % i for i in range(400_000))
+    big = REPLAY.replace(b"1\n2\n", rows)
+    assert len(big) > copyhash.CHUNK
+    done = run("freeze-commit", big)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == freeze([big], commit_each=True)
+    cut = run("freeze", big[: big.index(b"399999")])
+    assert cut.returncode == 1
+    assert b"sotadb: replay: the stream ended inside the rows of public.t" in cut.stderr

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from sotadb.backup import scripts
+from sotadb.backup import checksums, in_place, scripts
 from sotadb.backup.catalog import Compression
 
 SCRIPTS = [
@@ -76,3 +76,18 @@ def test_drill_server_is_throwaway_and_local_only():
     assert "listen_addresses = '127.0.0.1'" in conf
     assert "wal_level = 'minimal'" in conf
     assert scripts.DRILL_PG_HBA.strip() == "local all postgres peer"
+
+
+def test_restore_loads_each_table_frozen_and_reads_it_back_once_committed():
+    script = scripts.restore_script(compression=Compression.GZIP, database="x", role="app_x")
+    assert '"$SOTADB_COPYHASH" freeze-commit' in script.text
+    assert "sotadb-loaded" in script.text
+    assert checksums.TABLE_PLACEHOLDER in script.env["SOTADB_READ_TABLE"]
+    assert checksums.TABLES_PLACEHOLDER in script.env["SOTADB_READ_REST"]
+    # the reader never asks a table's size: that waits for the lock of a table being loaded
+    assert "pg_relation_size" not in script.env["SOTADB_READ_TABLE"]
+    assert "pg_relation_size" not in script.env["SOTADB_READ_REST"]
+    in_place_script = in_place.in_place_restore_script(
+        compression=Compression.GZIP, database="x", check_file="/tmp/check.sql"
+    )
+    assert '"$SOTADB_COPYHASH" freeze\n' in in_place_script.text

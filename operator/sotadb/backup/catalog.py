@@ -12,7 +12,11 @@ Decisions:
   `file`, `format` (`plain+gzip` or `plain+zstd`), `compressor`, `databaseSize`,
   `serverVersion` and `tables` — per table (`schema.table` with SQL-quoted identifiers, e.g.
   `"app-data"."every-type"`, so the key is unambiguous) its row count and checksum, taken in
-  the dump's own snapshot.
+  the dump's own snapshot — and `checksumVersion`, how those checksums were taken:
+  2 (`CHECKSUM_VERSION`): `sha256:` + the sha256 of the table's rows in the dump
+  (`sotadb.backup.copyhash`); 1 (`LEGACY_CHECKSUM_VERSION`): the md5 of a sum of row hashes
+  computed in SQL, which a restore cannot recompute. Records written before the field existed
+  have none: theirs is 2 when any checksum has the `sha256:` prefix, else 1.
 - **Good** = phase Succeeded *and* verification Passed. A backup that failed its drill is never
   good; one not drilled yet (verification unset) is not good either.
 - **Retention** (`retention`): a backup whose start is more than `days` days before `now` is
@@ -36,6 +40,10 @@ from typing import Any, Final
 from sotadb.backup.errors import RecordCorrupted
 
 RECORD_VERSION: Final = 1
+CHECKSUM_VERSION: Final = 2  # `sha256:` of each table's rows as the dump has them (copyhash)
+LEGACY_CHECKSUM_VERSION: Final = 1  # md5 of a sum of row hashes, taken in SQL: not comparable
+CHECKSUM_VERSIONS: Final = (LEGACY_CHECKSUM_VERSION, CHECKSUM_VERSION)
+SHA256_CHECKSUM_PREFIX: Final = "sha256:"
 STAMP_FORMAT: Final = "%Y%m%dT%H%M%SZ"
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 NAME_RE: Final = re.compile(r"^(?P<slug>[a-z]([-a-z0-9]*[a-z0-9])?)-(?P<stamp>\d{8}T\d{6}Z)$")
@@ -102,10 +110,20 @@ class BackupRecord:
     verification: Verification | None = None
     verified_at: datetime | None = None
     message: str | None = None
+    checksum_version: int | None = None  # None: recorded before the field existed
 
     @property
     def good(self) -> bool:
         return self.phase is Phase.SUCCEEDED and self.verification is Verification.PASSED
+
+    @property
+    def legacy_checksums(self) -> bool:
+        """Its checksums predate copyhash: a restore can compare its row counts, not them."""
+        if self.checksum_version is not None:
+            return self.checksum_version == LEGACY_CHECKSUM_VERSION
+        return bool(self.tables) and not any(
+            t.checksum.startswith(SHA256_CHECKSUM_PREFIX) for t in self.tables.values()
+        )
 
     @property
     def compression(self) -> Compression:
@@ -140,6 +158,7 @@ class BackupRecord:
             "verification": self.verification.value if self.verification else None,
             "verifiedAt": _maybe_time(self.verified_at),
             "message": self.message,
+            "checksumVersion": self.checksum_version,
         }
         return {key: value for key, value in data.items() if value is not None}
 
@@ -179,8 +198,11 @@ class BackupRecord:
                 ),
                 verified_at=_maybe_parse(data.get("verifiedAt")),
                 message=_maybe_string(data.get("message")),
+                checksum_version=_maybe_int(data.get("checksumVersion")),
             )
             Compression.of_format(record.format)
+            if record.checksum_version not in (None, *CHECKSUM_VERSIONS):
+                raise ValueError(f"checksumVersion {record.checksum_version} is not known")
         except (KeyError, TypeError, ValueError) as e:
             raise RecordCorrupted(f"backup record cannot be read: {e}") from None
         if record.sha256 is not None and not SHA256_RE.match(record.sha256):

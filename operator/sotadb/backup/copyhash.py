@@ -6,7 +6,10 @@ A standalone program (standard library only): it runs wherever pg_dump and psql 
     pass  copies stdin to stdout unchanged (pg_dump | copyhash pass | compressor) and writes
           the results to stderr at the end;
     sum   reads stdin (psql's `COPY ... TO STDOUT` of a restored database, framed the same way,
-          see `checksums`) and writes the results to stdout.
+          see `checksums`) and writes the results to stdout;
+    freeze, freeze-commit
+          copy stdin (a dump being replayed) to stdout, each table's rows loaded with FREEZE
+          (`Freezer`), in the caller's transaction or (freeze-commit) one of their own.
 
 A result is one JSON line per table: `{"kind": "table", "name": "public.t", "rows": N,
 "checksum": "sha256:HEX"}`. A table's section is pg_dump's comment for it (`-- Data for Name:
@@ -45,6 +48,10 @@ _BEFORE_COPY = b"\n--\n\n"
 _END = b"\n\\.\n"
 _IDENT = rb'(?:[a-z_][a-z0-9_]*|"(?:[^"\n]|"")+")'
 _HEADER = re.compile(rb"COPY (" + _IDENT + rb"\." + _IDENT + rb")(?: \(.*\))? +FROM stdin;\Z")
+_TARGET = re.compile(rb"(" + _IDENT + rb")\.(" + _IDENT + rb")\Z")
+_FROM_STDIN = b"FROM stdin;"
+MAX_CONTEXT = 4096  # of a line before a mark, kept to check it is pg_dump's whole comment line
+LOADED = b"sotadb-loaded"  # Freezer(commit_each=True)'s output: a table's load is committed
 
 
 class DumpInvalid(Exception):
@@ -71,21 +78,22 @@ class Sections:
             if self._name is None:
                 found = buf.find(_MARK, pos - 1, end)
                 if found < 0:
-                    return self._carry(max(pos, end - len(_MARK) + 1))
+                    return self._carry(buf, max(pos, end - len(_MARK) + 1))
                 comment_end = buf.find(b"\n", found, end)
                 if comment_end < 0 or end < comment_end + len(_BEFORE_COPY):
-                    return self._carry(self._bounded(found, end))
+                    return self._carry(buf, self._bounded(found, end))
                 if not buf.startswith(_BEFORE_COPY, comment_end):
                     pos = found + len(_MARK)  # not pg_dump's comment: search on
                     continue
                 copy_start = comment_end + len(_BEFORE_COPY)
                 line_end = buf.find(b"\n", copy_start, end)
                 if line_end < 0:
-                    return self._carry(self._bounded(found, end))
+                    return self._carry(buf, self._bounded(found, end))
                 match = _HEADER.match(buf, copy_start, line_end)
                 if match is None:
                     pos = found + len(_MARK)
                     continue
+                self._header(buf, found, copy_start, line_end, match.group(1))
                 self._open(match.group(1).decode("utf-8", errors="surrogateescape"))
                 pos = line_end + 1
             else:
@@ -93,10 +101,11 @@ class Sections:
                 if stop < 0:
                     safe = max(pos, end - len(_END) + 1)
                     self._hash(buf, pos, safe)
-                    return self._carry(safe)
+                    return self._carry(buf, safe)
                 self._hash(buf, pos, stop + 1)
                 self._close()
                 pos = stop + len(_END)
+                self._ended(buf, pos)
 
     def finish(self) -> dict[str, tuple[int, str]]:
         if self._name is not None:
@@ -111,11 +120,20 @@ class Sections:
             raise DumpInvalid("a table's COPY line is longer than 16 MiB")
         return found + 1
 
-    def _carry(self, pos: int) -> int:
+    def _carry(self, buf: bytearray, pos: int) -> int:
         """Scanning resumes at `pos`; the byte before it is kept too (a newline may start a
         match), so the caller keeps `buf[pos - 1:]`."""
         self._pos = 1
         return pos - 1
+
+    def _header(
+        self, buf: bytearray, found: int, copy_start: int, line_end: int, target: bytes
+    ) -> None:
+        """A section starts: its comment's mark at `found`, its COPY line `buf[copy_start:
+        line_end]` naming `target`. (A hook: `Freezer` rewrites the line.)"""
+
+    def _ended(self, buf: bytearray, after: int) -> None:
+        """A section's `\\.` line ended just before `after`. (A hook, as `_header`.)"""
 
     def _hash(self, buf: bytearray, start: int, end: int) -> None:
         if end > start:
@@ -132,12 +150,130 @@ class Sections:
         self._name = None
 
 
+class Freezer(Sections):
+    """Rewrites a plain dump as it streams into psql, for a faster replay: each table whose
+    section names it in both pg_dump's comment and its COPY line (not a partition's rows loaded
+    through its root) is emptied and loaded with FREEZE, in the same transaction:
+
+        TRUNCATE ONLY public.t;
+        COPY public.t (id, note) FROM stdin WITH (FREEZE);
+
+    Its rows are then written frozen and all-visible: reading them later (index builds, the
+    checksums read back, the app's first queries) sets no hint bits, which with data checksums
+    would WAL-log every page once more. The TRUNCATE of a table created by this same replay is
+    what FREEZE requires (it gives the table a new, empty file).
+
+    `commit_each`: each such table gets a transaction of its own (`BEGIN;` before the TRUNCATE,
+    `COMMIT;` after its `\\.`), then `SELECT 'sotadb-loaded HEX';` (HEX: its COPY name's bytes)
+    so that the session's output says which table is complete. Without it the statements join
+    the caller's transaction (`psql --single-transaction`, or its own BEGIN). Everything else
+    passes unchanged; `write` receives the output in order."""
+
+    def __init__(self, write: Callable[[bytes | memoryview], object], *, commit_each: bool) -> None:
+        super().__init__()
+        self._write = write
+        self._commit_each = commit_each
+        self._emitted = 1  # buf[:_emitted] has been written (index 0: the carried byte)
+        self._frozen: bytes | None = None  # the open section's COPY name, when rewritten
+
+    def _carry(self, buf: bytearray, pos: int) -> int:
+        self._emit(buf, pos)
+        start = pos - 1
+        if self._name is None:  # keep the line `pos` is in: it may be a comment to check
+            line = buf.rfind(b"\n", max(0, pos - 1 - MAX_CONTEXT), pos - 1)
+            if line >= 0:
+                start = line
+        self._pos = pos - start
+        self._emitted -= start
+        return start
+
+    def _header(
+        self, buf: bytearray, found: int, copy_start: int, line_end: int, target: bytes
+    ) -> None:
+        self._frozen = None
+        names = _TARGET.match(target)
+        line = buf.rfind(b"\n", 0, found)
+        if names is None or line < 0:
+            return
+        comment = (
+            b"-- Data for Name: "
+            + _unquote(names.group(2))
+            + b"; Type: TABLE DATA; Schema: "
+            + _unquote(names.group(1))
+            + b"; Owner: "
+        )
+        if not buf.startswith(comment, line + 1):
+            return
+        self._emit(buf, copy_start)
+        header = bytes(buf[copy_start:line_end])
+        self._write(
+            (b"BEGIN;\n" if self._commit_each else b"")
+            + b"TRUNCATE ONLY "
+            + target
+            + b";\n"
+            + header[: -len(_FROM_STDIN)]
+            + b"FROM stdin WITH (FREEZE);"
+        )
+        self._emitted = line_end
+        self._frozen = target
+
+    def _ended(self, buf: bytearray, after: int) -> None:
+        if self._frozen is not None and self._commit_each:
+            self._emit(buf, after)
+            self._write(
+                b"COMMIT;\nSELECT '" + LOADED + b" " + self._frozen.hex().encode() + b"';\n"
+            )
+        self._frozen = None
+
+    def _hash(self, buf: bytearray, start: int, end: int) -> None:
+        """Nothing to hash here: the rows only pass."""
+
+    def flush(self, buf: bytearray, end: int) -> None:
+        """The stream ended: what is left of `buf[:end]` goes out."""
+        self._emit(buf, end)
+
+    def _emit(self, buf: bytearray, upto: int) -> None:
+        if upto > self._emitted:
+            with memoryview(buf) as view:
+                self._write(view[self._emitted : upto])
+            self._emitted = upto
+
+
+def _unquote(identifier: bytes) -> bytes:
+    if identifier.startswith(b'"'):
+        return identifier[1:-1].replace(b'""', b'"')
+    return identifier
+
+
 def checksum_stream(
     read_into: Callable[[memoryview], int], out: Callable[[memoryview], object] | None = None
 ) -> dict[str, tuple[int, str]]:
     """Scan what `read_into` puts in the buffer it is given (0: the end) and pass those bytes on
     to `out` unchanged; the tables' rows and sha256. The buffer is reused: no copy but the read."""
     sections = Sections()
+    _drive(sections, read_into, out)
+    return sections.finish()
+
+
+def freeze_stream(
+    read_into: Callable[[memoryview], int],
+    write: Callable[[bytes | memoryview], object],
+    *,
+    commit_each: bool,
+) -> None:
+    """The stream `read_into` reads, rewritten by `Freezer` into `write`."""
+    freezer = Freezer(write, commit_each=commit_each)
+    buf, filled = _drive(freezer, read_into, None)
+    freezer.flush(buf, filled)
+    freezer.finish()
+
+
+def _drive(
+    sections: Sections,
+    read_into: Callable[[memoryview], int],
+    out: Callable[[memoryview], object] | None,
+) -> tuple[bytearray, int]:
+    """Feed `sections` the whole stream; the buffer and how much of it is filled at the end."""
     buf = bytearray(2 * CHUNK)
     buf[0:1] = b"\n"  # as if a line ended just before the stream: "COPY " at its start
     filled = 1
@@ -154,7 +290,7 @@ def checksum_stream(
         keep = sections.scan(buf, filled)
         buf[0 : filled - keep] = buf[keep:filled]
         filled -= keep
-    return sections.finish()
+    return buf, filled
 
 
 def chunk_reader(chunks: Iterable[bytes]) -> Callable[[memoryview], int]:
@@ -198,12 +334,14 @@ def _write_all(descriptor: int, data: bytes | memoryview) -> None:
 
 def main(argv: list[str]) -> int:
     mode = argv[1] if len(argv) > 1 else ""
-    if mode not in ("pass", "sum"):
-        sys.stderr.write("usage: copyhash pass|sum\n")
+    if mode not in ("pass", "sum", "freeze", "freeze-commit"):
+        sys.stderr.write("usage: copyhash pass|sum|freeze|freeze-commit\n")
         return 2
     _widen(0)
-    if mode == "pass":
+    if mode != "sum":
         _widen(1)
+    if mode.startswith("freeze"):
+        return _freeze(commit_each=mode == "freeze-commit")
     try:
         tables = checksum_stream(
             lambda view: os.readv(0, [view]),
@@ -216,6 +354,22 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("sotadb: checksums: the compressor stopped reading\n")
         return 1
     (sys.stderr if mode == "pass" else sys.stdout).write(result_lines(tables))
+    return 0
+
+
+def _freeze(*, commit_each: bool) -> int:
+    try:
+        freeze_stream(
+            lambda view: os.readv(0, [view]),
+            lambda data: _write_all(1, data),
+            commit_each=commit_each,
+        )
+    except DumpInvalid as e:
+        sys.stderr.write(f"sotadb: replay: {e}\n")
+        return 1
+    except BrokenPipeError:
+        sys.stderr.write("sotadb: replay: psql stopped reading\n")
+        return 1
     return 0
 
 

@@ -206,7 +206,6 @@ def restore(
             completed_at=clock(), message=str(e),
             sha256=record.sha256 if record else None, size=record.size if record else None,
         )  # fmt: skip
-    rows = sum(t.rows for t in record.tables.values())
     return JobReport(
         kind="restore",
         name=name,
@@ -216,12 +215,9 @@ def restore(
         size=record.size,
         sha256=record.sha256,
         location=record.location,
-        message=(
-            f"restored {name} of {source} into {target}: {len(record.tables)} tables, "
-            f"{rows} rows, checksums equal to the backup's record"
-        ),
+        message=f"restored {name} of {source} into {target}: {runner.equal(record)}",
         tables=len(record.tables),
-        rows=rows,
+        rows=sum(t.rows for t in record.tables.values()),
     )
 
 
@@ -265,7 +261,9 @@ def _replay_in_place(
     database: Executor, record: BackupRecord, copy: Path, target: str, progress: Progress
 ) -> None:
     check_file = copy.parent / CHECK_FILE
-    check_file.write_text(in_place.check_sql(record.tables), encoding="utf-8")
+    check_file.write_text(
+        in_place.check_sql(record.tables, rows_only=record.legacy_checksums), encoding="utf-8"
+    )
     progress(f"restoring {record.name} into {target} in one transaction")
     result = capture(
         database,

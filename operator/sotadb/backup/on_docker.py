@@ -13,8 +13,9 @@ PgBouncer around a restore, clones, and the daemon's pass.
   runner) is removed by the next drill of that database, and by `sotadb down`.
 - **Restore in place**: the file is checked (size, sha256) before anything else; then PgBouncer
   is stopped, so apps get a clean connection error rather than a database that changes under
-  them; the dump is replayed into a side database, checked, and swapped in (`runner`);
-  PgBouncer is started again whatever happened, and the command waits for a query through it.
+  them; the dump is replayed into a side database, checked, and swapped in (`runner`; the
+  replay does not wait for PgBouncer's container to exit, the swap does); PgBouncer is started
+  again whatever happened, and the command waits for a query through it.
 - **Clone** (`--as NEW`): `NEW` is provisioned with `DockerRuntime.up` (the source's spec, its
   own role `app_NEW` and password), then restored like in place. Dumps carry no owners or
   grants (`--no-owner --no-privileges`) and are replayed under `SET ROLE` of the target's app
@@ -24,10 +25,12 @@ PgBouncer around a restore, clones, and the daemon's pass.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import functools
 import secrets
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -72,6 +75,10 @@ LATEST: Final = "latest"
 
 def _quiet(_: str) -> None:
     """The default progress sink: say nothing."""
+
+
+def _nothing() -> None:
+    """Nothing to wait for."""
 
 
 def drill_container_name(slug: str) -> str:
@@ -247,14 +254,17 @@ class DockerBackups:
                 self._provision_clone(slug, as_name, progress)
             else:
                 self._require_known(slug)
-            with self._pooler_stopped(target, progress):
-                runner.restore_into(
+            with self._pooler_stopped(target, progress) as pooler_stopped:
+                verified = runner.restore_into(
                     self.executor(target),
                     self.store,
                     record,
                     slug=target,
+                    file_checked=True,
+                    before_swap=pooler_stopped,
                     progress=progress,
                 )
+                progress(f"restored and verified: {verified}")
         return record
 
     def _provision_clone(self, slug: str, as_name: str, progress: Progress) -> None:
@@ -271,20 +281,31 @@ class DockerBackups:
         self.runtime.up(document, progress=progress)
 
     @contextlib.contextmanager
-    def _pooler_stopped(self, slug: str, progress: Progress) -> Iterator[None]:
+    def _pooler_stopped(self, slug: str, progress: Progress) -> Iterator[Callable[[], object]]:
+        """PgBouncer goes down as the block starts and comes back up (answering a query) when
+        it ends. Its container takes a while to exit, and only the swap needs it gone: the
+        stop goes on in the background while the block replays; the block calls the function
+        it gets before the swap, which waits for the stop (and raises if it failed)."""
         pooler = engine.find_container(self.client, names.pooler_name(slug))
-        if pooler is not None and pooler.status == "running":
-            progress(f"stopping {pooler.name}: apps get a connection error until the restore ends")
-            engine.call(f"stop {pooler.name}", lambda: pooler.stop(timeout=POOLER_STOP_TIMEOUT))
-        try:
-            yield
-        finally:
-            if pooler is not None:
-                progress(f"starting {pooler.name}")
-                engine.call(f"start {pooler.name}", pooler.start)
-                state = self.runtime.store.load(slug)
-                if state is not None:
-                    self.runtime.wait_until_ready(slug, state.credentials)
+        with concurrent.futures.ThreadPoolExecutor(1, "sotadb-pooler-stop") as background:
+            stopping: concurrent.futures.Future[object] | None = None
+            if pooler is not None and pooler.status == "running":
+                progress(
+                    f"stopping {pooler.name}: apps get a connection error until the restore ends"
+                )
+                stop = functools.partial(pooler.stop, timeout=POOLER_STOP_TIMEOUT)
+                stopping = background.submit(engine.call, f"stop {pooler.name}", stop)
+            try:
+                yield stopping.result if stopping is not None else _nothing
+            finally:
+                if stopping is not None:
+                    concurrent.futures.wait([stopping])
+                if pooler is not None:
+                    progress(f"starting {pooler.name}")
+                    engine.call(f"start {pooler.name}", pooler.start)
+                    state = self.runtime.store.load(slug)
+                    if state is not None:
+                        self.runtime.wait_until_ready(slug, state.credentials)
 
     # ---------------------------------------------------------------- retention and the daemon
 

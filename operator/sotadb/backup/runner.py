@@ -12,13 +12,21 @@ ones.
 - `check_file`: size and sha256 of the stored dump against its record, before anything is
   touched (for S3 that reads the whole object once; the replay reads it again and hashes
   what it sent).
-- `drill`: replay the dump into a scratch server (one transaction: with `wal_level=minimal`
-  the COPYs write no WAL), take the checksums there, compare with the record.
+- `drill`: replay the dump into a scratch server, read every table back, compare with the
+  record. (Each table is loaded in a transaction of its own that also empties it: with
+  `wal_level=minimal` its COPY writes no WAL.)
 - `restore_into`: never into the live database directly. The dump is replayed into
   `{db}__sotadb_restore`; its checksums must equal the record's and the streamed bytes' sha256
   the recorded one; only then is the live database renamed away and the restored one renamed
   into its place (then the old one dropped). A failure at any step before the swap leaves the
   live database exactly as it was.
+
+Both replay with `scripts.restore_script`: every table is loaded with FREEZE and read back (its
+row count and checksum, as the record has them) by a second session as soon as its load is
+committed, while the replay goes on. The comparison is exact: every table of the record, with
+its row count and checksum, and no other. A record taken before the checksums were sha256 of
+the dump's own rows (`BackupRecord.legacy_checksums`) is compared by row counts only, and the
+verification message says so.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from typing import Final
 from sotadb import names
 from sotadb.backup import checksums, scripts
 from sotadb.backup.catalog import (
+    CHECKSUM_VERSION,
     BackupRecord,
     Compression,
     Phase,
@@ -48,7 +57,6 @@ Clock = Callable[[], datetime]
 CHUNK: Final = 1 << 20
 PROGRESS_EVERY: Final = 64 << 20  # bytes between two progress messages
 DIAGNOSTIC_LINES: Final = 4
-VERIFY_SESSIONS: Final = 2  # each reads half the tables: a COPY-out backend per core
 
 
 def utc_now() -> datetime:
@@ -57,6 +65,10 @@ def utc_now() -> datetime:
 
 def _quiet(_: str) -> None:
     """The default progress sink: say nothing."""
+
+
+def _nothing() -> None:
+    """The default hook: do nothing."""
 
 
 # ---------------------------------------------------------------- dump
@@ -145,6 +157,7 @@ def dump(
         database_size=observed.database_size,
         server_version=observed.server_version,
         tables=observed.tables,
+        checksum_version=CHECKSUM_VERSION,
     )
     store.save(record)
     return record
@@ -239,29 +252,23 @@ def drill(
     try:
         check_file(store, record)
         reader = HashingReader(store.read(record))
-        progress(f"drill: restoring {record.name} into {scratch.where}")
+        progress(f"drill: restoring {record.name} into {scratch.where} and reading it back")
         replay = _replay(
             scratch,
             reader,
             record.compression,
             database=names.database_name(slug),
             role=names.role_name(slug),
-            single_transaction=True,
         )
         if replay.status != 0:
             raise BackupFailed(_reason("the restore", replay.status, replay.stderr))
         if not reader.matches(record):
             raise BackupFailed("the file changed while it was being restored")
-        progress("drill: comparing row counts and checksums")
-        problems = compare(scratch, record, database=names.database_name(slug))
+        problems = compare(record, replay)
         outcome = (
             (Verification.FAILED, "; ".join(problems))
             if problems
-            else (
-                Verification.PASSED,
-                f"restored into a scratch server: {len(record.tables)} tables, "
-                f"{sum(t.rows for t in record.tables.values())} rows, checksums equal",
-            )
+            else (Verification.PASSED, f"restored into a scratch server: {equal(record)}")
         )
     except (BackupFailed, RestoreRefused, BackupNotFound) as e:
         outcome = (Verification.FAILED, str(e))
@@ -270,14 +277,22 @@ def drill(
     return verified
 
 
-def compare(target: Executor, record: BackupRecord, *, database: str) -> list[str]:
-    """The restored database's checksums (read by VERIFY_SESSIONS sessions: nobody else
-    writes to it) against the record's."""
-    result = capture(target, scripts.verify_script(database=database, sessions=VERIFY_SESSIONS))
-    if result.status != 0:
-        raise BackupFailed(_reason("reading back the restored rows", result.status, result.stderr))
-    observed = checksums.parse_output(result.stdout.splitlines())
-    return checksums.differences(record.tables, observed.tables)
+def compare(record: BackupRecord, replay: Captured) -> list[str]:
+    """The tables the replay read back (its stdout) against the record's: row counts and
+    checksums, or row counts only for a record with legacy checksums."""
+    observed = checksums.parse_output(replay.stdout.splitlines())
+    return checksums.differences(record.tables, observed.tables, rows_only=record.legacy_checksums)
+
+
+def equal(record: BackupRecord) -> str:
+    """What a passed comparison proved, for messages."""
+    rows = sum(t.rows for t in record.tables.values())
+    if record.legacy_checksums:
+        return (
+            f"{len(record.tables)} tables, {rows} rows, row counts equal (checksums not "
+            "compared: the backup was recorded before sha256 checksums)"
+        )
+    return f"{len(record.tables)} tables, {rows} rows, checksums equal"
 
 
 def _replay(
@@ -287,17 +302,12 @@ def _replay(
     *,
     database: str,
     role: str,
-    single_transaction: bool,
     settings: Mapping[str, str] | None = None,
 ) -> Captured:
     return capture(
         target,
         scripts.restore_script(
-            compression=compression,
-            database=database,
-            role=role,
-            single_transaction=single_transaction,
-            settings=settings,
+            compression=compression, database=database, role=role, settings=settings
         ),
         stdin=reader,
     )
@@ -313,28 +323,28 @@ def restore_into(
     *,
     slug: str,
     settings: Mapping[str, str] | None = None,
+    file_checked: bool = False,
+    before_swap: Callable[[], object] = _nothing,
     progress: Progress = _quiet,
-) -> None:
+) -> str:
     """Restore `record` as database `slug` (owned by `slug`'s app role) through `target`, a
     superuser session on that server, with `settings` for the replaying session. See the
-    module docstring for the order of steps."""
-    check_file(store, record)
+    module docstring for the order of steps. `file_checked`: the caller has just run
+    `check_file` (the bytes streamed are hashed again either way). `before_swap` runs once
+    the restored data is verified, before the live database is touched (e.g. waiting for the
+    pooler to be down); when it raises, nothing is swapped. Returns what was verified."""
+    if not file_checked:
+        check_file(store, record)
     dbs = scripts.restore_database_names(slug)
     role = names.role_name(slug)
     variables = {**dbs, "role": role}
     _psql(target, scripts.PREPARE_SQL, variables, "preparing the restore database")
     swapped = False
     try:
-        progress(f"restoring {record.name} into {dbs['tmp']}")
+        progress(f"restoring {record.name} into {dbs['tmp']} and reading it back")
         reader = HashingReader(store.read(record))
         replay = _replay(
-            target,
-            reader,
-            record.compression,
-            database=dbs["tmp"],
-            role=role,
-            single_transaction=False,
-            settings=settings,
+            target, reader, record.compression, database=dbs["tmp"], role=role, settings=settings
         )
         if replay.status != 0:
             raise RestoreRefused(
@@ -345,14 +355,14 @@ def restore_into(
             raise RestoreRefused(
                 f"the file changed while it was restored; {dbs['db']} was not changed"
             )
-        progress("comparing row counts and checksums with the backup's record")
-        problems = compare(target, record, database=dbs["tmp"])
+        problems = compare(record, replay)
         if problems:
             raise RestoreRefused(
                 "the restored data differs from the backup's record: "
                 + "; ".join(problems)
                 + f"; {dbs['db']} was not changed"
             )
+        before_swap()
         progress(f"swapping {dbs['tmp']} into place as {dbs['db']}")
         try:
             _psql(target, scripts.SWAP_SQL, variables, "swapping the restored database in")
@@ -366,6 +376,7 @@ def restore_into(
                 _psql(target, scripts.DROP_SQL, variables, "dropping the restore database")
             except BackupFailed as e:
                 progress(f"could not drop {dbs['tmp']} ({e}); the next restore replaces it")
+    return equal(record)
 
 
 def _psql(target: Executor, sql: str, variables: dict[str, str], what: str) -> Captured:
