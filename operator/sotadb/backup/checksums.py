@@ -91,9 +91,7 @@ LISTED_SQL: Final = f"""SELECT pg_catalog.json_build_object(
 
 # For each table, three statements for psql's \gexec: its COPY line as pg_dump writes it (with
 # the comment pg_dump puts before it), its rows with pg_dump's column list (every column but
-# generated ones, in order), and `\.`.
-# PART chooses the tables of one of several sessions reading in parallel (round robin by size,
-# largest first).
+# generated ones, in order), and `\.`. CONDITION chooses the tables (`t.name`).
 _COPY_STATEMENTS: Final = f"""SELECT pg_catalog.format('SELECT %L', pg_catalog.format(
            E'--\\n-- Data for Name: -; Type: TABLE DATA; Schema: -; Owner: -\\n--\\n\\n'
            'COPY %s %s FROM stdin;', t.name, t.columns)),
@@ -105,30 +103,18 @@ FROM (
                                                          ', ' ORDER BY a.attnum) || ')'
                        FROM pg_catalog.pg_attribute a
                       WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
-                        AND a.attgenerated = ''), '') AS columns,
-           RANK AS rank
+                        AND a.attgenerated = ''), '') AS columns
     {_USER_TABLES}
       AND NOT {_EXTENSION_OWNED}
 ) t
-WHERE PART
+WHERE CONDITION
 ORDER BY t.name
 \\gexec"""  # noqa: S608 (constants only)
 
 
-def copy_statements_sql(part: int = 0, parts: int = 1) -> str:
-    """The tables of session `part` (from 0) of `parts` reading one database."""
-    if not 0 <= part < parts:
-        raise ValueError(f"part {part} of {parts}")
-    if parts == 1:
-        return _COPY_STATEMENTS.replace("RANK", "0").replace("PART", "true")
-    return _COPY_STATEMENTS.replace("RANK", _BY_SIZE).replace("PART", f"t.rank % {parts} = {part}")
-
-
-# A table's rank by size, largest first. Its size needs a lock on it (pg_relation_size): a
-# session reading tables while others are loaded must not ask for it.
-_BY_SIZE: Final = (
-    "pg_catalog.row_number() OVER (ORDER BY pg_catalog.pg_relation_size(c.oid) DESC, c.oid) - 1"
-)
+def copy_statements_sql(condition: str = "true") -> str:
+    """The \\gexec statements reading back the tables `condition` selects (all by default)."""
+    return _COPY_STATEMENTS.replace("CONDITION", condition)
 
 
 COPY_STATEMENTS_SQL: Final = copy_statements_sql()
@@ -143,17 +129,17 @@ HASH_COMMAND: Final = 'python3 -c "$SOTADB_COPYHASH" sum'
 _RAW_OUTPUT: Final = ("\\pset format unaligned", "\\pset tuples_only on")
 
 
-def verify_psql(hash_into: str = HASH_COMMAND, *, part: int = 0, parts: int = 1) -> str:
-    """psql input that sends the rows of every table (of `part` of `parts`), framed like a
-    dump, to the shell command `hash_into` (copyhash `sum` by default), inside the current
-    transaction."""
-    statements = copy_statements_sql(part, parts)
-    return "\n".join([*SESSION_SETTINGS, *_RAW_OUTPUT, f"\\o | {hash_into}", statements, "\\o"])
+def verify_psql(hash_into: str = HASH_COMMAND) -> str:
+    """psql input that sends the rows of every table, framed like a dump, to the shell command
+    `hash_into` (copyhash `sum` by default), inside the current transaction."""
+    return "\n".join(
+        [*SESSION_SETTINGS, *_RAW_OUTPUT, f"\\o | {hash_into}", COPY_STATEMENTS_SQL, "\\o"]
+    )
 
 
-def verify_session_psql(*, part: int = 0, parts: int = 1) -> str:
+def verify_session_psql() -> str:
     """A whole session for a restored database: its own snapshot, the checksums on stdout."""
-    return "\n".join([BEGIN_SNAPSHOT_SQL, verify_psql(part=part, parts=parts), "COMMIT;"])
+    return "\n".join([BEGIN_SNAPSHOT_SQL, verify_psql(), "COMMIT;"])
 
 
 VERIFY_PSQL: Final = verify_session_psql()
@@ -183,7 +169,7 @@ def read_rest_psql() -> str:
 
 
 def _read_transaction(condition: str) -> str:
-    statements = _COPY_STATEMENTS.replace("RANK", "0").replace("PART", condition)
+    statements = copy_statements_sql(condition)
     return "\n".join([BEGIN_SNAPSHOT_SQL, *SESSION_SETTINGS, statements, "COMMIT;"])
 
 

@@ -77,10 +77,6 @@ def _quiet(_: str) -> None:
     """The default progress sink: say nothing."""
 
 
-def _nothing() -> None:
-    """Nothing to wait for."""
-
-
 def drill_container_name(slug: str) -> str:
     return f"sota-drill-{slug}-{secrets.token_hex(3)}"
 
@@ -296,7 +292,7 @@ class DockerBackups:
                 stop = functools.partial(pooler.stop, timeout=POOLER_STOP_TIMEOUT)
                 stopping = background.submit(engine.call, f"stop {pooler.name}", stop)
             try:
-                yield stopping.result if stopping is not None else _nothing
+                yield stopping.result if stopping is not None else runner.nothing
             finally:
                 if stopping is not None:
                     concurrent.futures.wait([stopping])

@@ -67,7 +67,7 @@ def _quiet(_: str) -> None:
     """The default progress sink: say nothing."""
 
 
-def _nothing() -> None:
+def nothing() -> None:
     """The default hook: do nothing."""
 
 
@@ -324,7 +324,7 @@ def restore_into(
     slug: str,
     settings: Mapping[str, str] | None = None,
     file_checked: bool = False,
-    before_swap: Callable[[], object] = _nothing,
+    before_swap: Callable[[], object] = nothing,
     progress: Progress = _quiet,
 ) -> str:
     """Restore `record` as database `slug` (owned by `slug`'s app role) through `target`, a

@@ -232,24 +232,6 @@ printf '%s\n' "$SOTADB_SQL" | psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"
 """
 
 
-# Each session's results go to a file of their own (a pipe shared by two writers could mix
-# their lines), printed once all succeeded.
-_VERIFY: Final = r"""set -euo pipefail
-results=$(mktemp -d)
-trap 'rm -rf "$results"' EXIT
-pids=()
-for ((part = 0; part < SOTADB_SESSIONS; part++)); do
-    sql_name="SOTADB_SQL_$part"
-    printf '%s\n' "${!sql_name}" | psql -X -q -A -t -v ON_ERROR_STOP=1 > "$results/$part" &
-    pids+=("$!")
-done
-status=0
-for pid in "${pids[@]}"; do wait "$pid" || status=$?; done
-if [ "$status" != 0 ]; then exit "$status"; fi
-cat "$results"/*
-"""
-
-
 def dump_script(*, compression: Compression, database: str) -> Script:
     """Writes the compressed plain dump to stdout; on stderr: `sotadb-compressor CMD`, one JSON
     line per checksum result, and diagnostics. Exits non-zero on any failure."""
@@ -304,18 +286,16 @@ def restore_script(
     )
 
 
-def verify_script(*, database: str, sessions: int = 1) -> Script:
-    """Prints the checksum results (JSON lines) of `database`, read by `sessions` sessions in
-    parallel (each in a snapshot of its own: for a database nobody else writes to)."""
+def verify_script(*, database: str) -> Script:
+    """Prints the checksum results (JSON lines) of `database`, read in one snapshot (for a
+    database nobody else writes to)."""
     env = {
         "PGDATABASE": database,
         "PGAPPNAME": APPLICATION_NAME,
         "SOTADB_COPYHASH": copyhash.source(),
-        "SOTADB_SESSIONS": str(sessions),
+        "SOTADB_SQL": checksums.VERIFY_PSQL,
     }
-    for part in range(sessions):
-        env[f"SOTADB_SQL_{part}"] = checksums.verify_session_psql(part=part, parts=sessions)
-    return Script(text=_VERIFY, env=env)
+    return Script(text=_PSQL, env=env)
 
 
 def psql_script(sql: str, *, database: str, variables: Mapping[str, str] | None = None) -> Script:
