@@ -72,6 +72,8 @@ FORBIDDEN_PARAMETERS: Final[Mapping[str, str]] = {
     "max_connections": "set spec.pool.defaultPoolSize; max_connections is derived from it",
     "shared_buffers": "set spec.resources.memory; shared_buffers is a quarter of it",
     "ssl": "TLS is not configurable yet",
+    "logging_collector": "the server logs to stderr, where kubectl logs and docker logs read it",
+    "log_destination": "the server logs to stderr, where kubectl logs and docker logs read it",
 }
 
 Slug = Annotated[
@@ -353,11 +355,14 @@ def check_update(old: DatabaseSpec, new: DatabaseSpec) -> None:
             )
         )
     if new.storage.storage_class_name != old.storage.storage_class_name:
+        previous = old.storage.storage_class_name
         problems.append(
             FieldProblem(
                 "spec.storage.storageClassName",
                 "cannot change once the volume exists",
-                f"set it back to {old.storage.storage_class_name!r}",
+                "remove it (the volume has the cluster's default class)"
+                if previous is None
+                else f"set it back to {previous!r}",
             )
         )
     if problems:
@@ -422,6 +427,9 @@ _FIELD_HINTS: Final[Mapping[str, str]] = {
         "to restore in place"
     ),
     "spec.source.database": "name the database whose backups these are (e.g. my-app)",
+    "spec.postgresVersion": (
+        f"leave it out or write {names.POSTGRES_MAJOR}, the PostgreSQL major version sotadb runs"
+    ),
     "spec.storage.size": f"write a quantity between {MIN_STORAGE} and {MAX_STORAGE}, e.g. 10Gi",
     "spec.backups.s3.bucket": (
         f"use {S3_BUCKET_MIN_LENGTH}-{S3_BUCKET_MAX_LENGTH} lowercase letters, digits, '-' "
@@ -453,6 +461,7 @@ def _problem(
     root: str, error: Mapping[str, Any], hints: Mapping[str, str] | None = None
 ) -> FieldProblem:
     # Pydantic marks a bad mapping key with a trailing "[key]"; the key itself names the field.
+    is_key = error["loc"][-1:] == ("[key]",)
     path = ".".join([root, *(str(part) for part in error["loc"] if part != "[key]")])
     if hints is not None and path in hints:
         return FieldProblem(path, _describe(error), hints[path])
@@ -480,10 +489,21 @@ def _problem(
         return FieldProblem(path, "must be a mapping", "write it as key: value pairs")
     if kind == "enum":
         return FieldProblem(path, _describe(error), f"use one of {context.get('expected')}")
-    if kind == "string_pattern_mismatch" and path.startswith("spec.postgresql.parameters."):
+    if kind == "invalid_key":
+        return FieldProblem(path, "is not a known field", "remove it (field names are strings)")
+    if path.startswith("spec.postgresql.parameters.") and is_key:
         return FieldProblem(
-            path, "is not a PostgreSQL parameter name", "use lowercase names like work_mem"
+            path,
+            "is not a PostgreSQL parameter name",
+            "use a lowercase name of at most 63 characters, like work_mem",
         )
+    if path.startswith("spec.postgresql.parameters.") and kind == "string_pattern_mismatch":
+        return FieldProblem(
+            path, "holds a control character (a newline?)", "write the value on one line"
+        )
+    if kind == "string_too_long":
+        limit = context.get("max_length")
+        return FieldProblem(path, _describe(error), f"shorten it to at most {limit} characters")
     return FieldProblem(path, _describe(error), "correct the value")
 
 

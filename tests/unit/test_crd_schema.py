@@ -127,6 +127,15 @@ def test_crd_names_and_version(crd: Crd, kind: str, plural: str, short: str) -> 
 
 
 @pytest.mark.parametrize("crd", [DB, BACKUP, RESTORE], ids=["database", "backup", "restore"])
+def test_installing_needs_no_webhook(crd: Crd) -> None:
+    """One served version and no conversion webhook: `kubectl apply` of crds/ is the whole
+    install; validation and defaulting are the schema's and CEL's, not an admission webhook's."""
+    conversion = crd.document["spec"].get("conversion", {"strategy": "None"})
+    assert conversion == {"strategy": "None"}
+    assert "webhook" not in yaml.safe_dump(dict(crd.document)).lower()
+
+
+@pytest.mark.parametrize("crd", [DB, BACKUP, RESTORE], ids=["database", "backup", "restore"])
 def test_schema_is_structural_and_described(crd: Crd) -> None:
     assert structural_problems(crd.schema) == []
 

@@ -130,6 +130,31 @@ def test_passwords_that_need_escaping_round_trip(password):
     assert unquote(parts.path.lstrip("/")) == "my-app"
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("my app", id="space"),
+        pytest.param("a/b?c#d", id="url-delimiters"),
+        pytest.param("user@host:1", id="at-colon"),
+        pytest.param("50%off", id="percent"),
+        pytest.param("bäckerei", id="unicode"),
+    ],
+)
+def test_names_that_need_escaping_round_trip(name):
+    """Slugs never need it (spec.py admits [a-z0-9-] only), but the builder does not rely on
+    that: user and database are percent-encoded like the password."""
+    password = "p@ss/w:rd?#"
+    url = credentials.connection_url(
+        name, password, Endpoint("db.example", 6432), sslmode="require"
+    )
+    parts = urlsplit(url)
+    assert unquote(parts.username or "") == f"app_{name}"
+    assert unquote(parts.password or "") == password
+    assert (parts.hostname, parts.port) == ("db.example", 6432)
+    assert unquote(parts.path.removeprefix("/")) == name
+    assert parse_qs(parts.query) == {"sslmode": ["require"]}
+
+
 SLUGS = st.from_regex(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import configparser
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import kubernetes_validate
 import pytest
@@ -18,7 +19,7 @@ from sotadb.render import pgbouncer as pgbouncer_render
 from sotadb.render import postgres as postgres_render
 from sotadb.render.hashing import content_hash
 from sotadb.render.meta import spec_hash
-from sotadb.spec import ManagedDatabase, parse_database
+from sotadb.spec import FORBIDDEN_PARAMETERS, ManagedDatabase, parse_database
 
 KUBERNETES_VERSIONS = ["1.30", "1.33"]
 UID = "5f1c9a6e-0d4b-4c8e-9a51-3f2e1b7c6d90"
@@ -105,6 +106,11 @@ def test_postgresql_conf_tiers_defaults_then_user_then_forced():
     conf = postgres_render.postgresql_conf(db)
     assert "work_mem = '64MB'\n" in conf
     assert "listen_addresses = '*'\n" in conf
+
+
+def test_every_forced_parameter_is_one_the_user_may_not_set():
+    """A user's value for a forced parameter would be silently replaced: refuse it instead."""
+    assert set(postgres_render.forced_parameters(make_db())) <= set(FORBIDDEN_PARAMETERS)
 
 
 def test_wal_never_outgrows_a_small_volume():
@@ -196,6 +202,8 @@ def test_auth_secret_holds_no_plaintext_password():
     data = decoded(objects["Secret", "sota-db-my-app-auth"])
     assert data["app-verifier"] == CREDENTIALS.verifier
     assert all(CREDENTIALS.password not in value for value in data.values())
+    # PgBouncer's userlist holds the very verifier PostgreSQL gets: SCRAM passthrough.
+    assert data["userlist.txt"] == f'"app_my-app" "{data["app-verifier"]}"\n'
 
 
 def test_postgres_pod_runs_restricted_with_probes_and_the_verifier_from_a_secret():
@@ -286,18 +294,34 @@ def test_selectors_match_the_pod_labels():
 # ---------------------------------------------------------------- properties
 
 QUANTITIES_GI = st.integers(min_value=1, max_value=2048).map(lambda n: f"{n}Gi")
+STORAGE = QUANTITIES_GI | st.sampled_from(["256Mi", "1.5Gi", "268435456", "64Ti", "10G"])
+PARAMETER_VALUES = st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cc", "Cs")), max_size=40
+)
+S3 = st.fixed_dictionaries(
+    {
+        "bucket": st.from_regex(r"[a-z0-9][a-z0-9-]{1,20}[a-z0-9]", fullmatch=True),
+        "credentialsSecret": st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True),
+    },
+    optional={
+        "endpoint": st.sampled_from(["http://minio:9000", "https://s3.example.com"]),
+        "region": st.sampled_from(["eu-central-1", "us-west-2"]),
+        "prefix": st.from_regex(r"[a-z0-9_.-]{1,10}(/[a-z0-9_.-]{1,10}){0,2}", fullmatch=True),
+    },
+)
 VALID_SPECS = st.fixed_dictionaries(
     {},
     optional={
+        "postgresVersion": st.just(17),
         "storage": st.fixed_dictionaries(
-            {"size": QUANTITIES_GI},
+            {"size": STORAGE},
             optional={"storageClassName": st.from_regex(r"[a-z][a-z0-9-]{0,20}", fullmatch=True)},
         ),
         "resources": st.fixed_dictionaries(
             {},
             optional={
                 "memory": st.integers(128, 65536).map(lambda n: f"{n}Mi"),
-                "cpu": st.integers(1, 16000).map(lambda n: f"{n}m"),
+                "cpu": st.integers(1, 16000).map(lambda n: f"{n}m") | st.sampled_from(["1", "2"]),
             },
         ),
         "pool": st.integers(1, 200).flatmap(
@@ -309,21 +333,74 @@ VALID_SPECS = st.fixed_dictionaries(
                 }
             )
         ),
-        "backups": st.fixed_dictionaries(
-            {}, optional={"enabled": st.booleans(), "retentionDays": st.integers(1, 365)}
+        "postgresql": st.fixed_dictionaries(
+            {
+                "parameters": st.dictionaries(
+                    st.sampled_from(["work_mem", "application_name", "search_path", "jit"]),
+                    PARAMETER_VALUES,
+                    max_size=3,
+                )
+            }
         ),
-        "deletionPolicy": st.sampled_from(["Delete", "Retain"]),
+        "backups": st.fixed_dictionaries(
+            {},
+            optional={
+                "enabled": st.booleans(),
+                "retentionDays": st.integers(1, 365),
+                "s3": S3,
+            },
+        ),
+        "deletionPolicy": st.sampled_from(["Delete", "Retain", "Snapshot"]),
     },
 )
 SLUGS = st.from_regex(r"[a-z]([-a-z0-9]{0,38}[a-z0-9])?", fullmatch=True)
+# The generated hex passwords, and any text at all: the URL builder must escape what needs it.
+PASSWORDS = st.builds(credentials.generate_password) | st.text(
+    st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40
+)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(spec=VALID_SPECS, slug=SLUGS)
-def test_any_valid_spec_renders_valid_objects(spec, slug):
+def parts_of(url: str) -> tuple[str, str, str, str, int | None, str, dict[str, list[str]]]:
+    parts = urlsplit(url)
+    return (
+        parts.scheme,
+        unquote(parts.username or ""),
+        unquote(parts.password or ""),
+        parts.hostname or "",
+        parts.port,
+        unquote(parts.path.removeprefix("/")),
+        parse_qs(parts.query),
+    )
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=VALID_SPECS, slug=SLUGS, password=PASSWORDS)
+def test_any_valid_spec_renders_valid_objects_and_urls_that_parse_back(spec, slug, password):
     db = make_db(spec, name=slug)
-    objects = render_objects(db, CREDENTIALS)
+    secret = Credentials(password=password, verifier=credentials.scram_verifier(password))
+    objects = render_objects(db, secret)
     for document in objects:
-        kubernetes_validate.validate(document, KUBERNETES_VERSIONS[-1], strict=True)
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(document, version, strict=True)
     app = decoded(by_kind_and_name(objects)["Secret", names.app_secret_name(slug)])
-    assert app["DATABASE_URL"] == credentials.database_url(slug, CREDENTIALS.password)
+    role, sslmode = f"app_{slug}", {"sslmode": ["disable"]}
+    assert parts_of(app["DATABASE_URL"]) == (
+        "postgresql",
+        role,
+        password,
+        f"sota-pgbouncer-{slug}",
+        5432,
+        slug,
+        sslmode,
+    )
+    assert parts_of(app["DIRECT_DATABASE_URL"]) == (
+        "postgresql",
+        role,
+        password,
+        f"sota-db-{slug}",
+        5432,
+        slug,
+        sslmode,
+    )
+    pg = (app["PGUSER"], app["PGPASSWORD"], app["PGHOST"], app["PGPORT"], app["PGDATABASE"])
+    assert pg == (role, password, f"sota-pgbouncer-{slug}", "5432", slug)

@@ -61,7 +61,7 @@ def render(
         for problem in e.problems:
             output.fail(f"{options.file}: {problem}")
         raise typer.Exit(EXIT_INVALID) from None
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         output.fail(f"{options.file}: {_describe_read_error(e)}")
         raise typer.Exit(EXIT_INVALID) from None
     output.emit(text)
@@ -124,9 +124,13 @@ def _yaml_header(databases: list[ManagedDatabase]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _describe_read_error(error: OSError | yaml.YAMLError) -> str:
+def _describe_read_error(error: OSError | UnicodeDecodeError | yaml.YAMLError) -> str:
     if isinstance(error, FileNotFoundError):
         return "no such file (fix: check the path given to -f)"
+    if isinstance(error, IsADirectoryError):
+        return "is a directory (fix: give -f a YAML file)"
+    if isinstance(error, UnicodeDecodeError):
+        return f"is not UTF-8 text at byte {error.start} (fix: save the file as UTF-8)"
     if isinstance(error, OSError):
         return f"cannot be read: {error.strerror} (fix: check its permissions)"
     mark = getattr(error, "problem_mark", None)
