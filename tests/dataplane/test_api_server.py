@@ -13,6 +13,7 @@ a token from `sotadb token create`, and real databases on this host's Docker eng
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -55,20 +56,12 @@ OTHER = slug_for("api-other")
 HTTP_TIMEOUT = 180  # an ensure waits for a real query (seconds); a backup runs a drill
 START_TIMEOUT = 30
 
-# Until main.py registers the commands (the two lines named in serve_commands' brief), the
-# subprocess adds them to the real `sotadb` app itself; afterwards this is `sotadb` unchanged.
-CLI_SHIM = """
-from sotadb.cli import main, serve_commands
-registered = {c.name for c in main.app.registered_commands}
-if "serve" not in registered:
-    main.app.command("serve")(serve_commands.serve)
-    main.app.add_typer(serve_commands.token_app, name="token")
-main.run()
-"""
+SOTADB = Path(sys.executable).with_name("sotadb")  # the installed console script
 
 
 def sotadb_command(*args: str) -> list[str]:
-    return [sys.executable, "-c", CLI_SHIM, *args]
+    assert SOTADB.is_file(), f"the sotadb console script is not installed at {SOTADB}"
+    return [str(SOTADB), *args]
 
 
 def free_port() -> int:
@@ -306,3 +299,15 @@ def test_openapi_is_served_without_a_token(server):
     document = server.http.get(server.url + "/openapi.json", timeout=10).json()
     assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
     assert len(document["paths"]) == 2
+
+
+def test_tokens_are_stored_only_as_hashes(server, tokens):
+    """What `sotadb token create` left in the server's SOTADB_HOME: a private file holding
+    each token's SHA-256, never the token."""
+    path = server.home / "tokens.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    stored = path.read_text(encoding="utf-8")
+    for project, token in tokens.items():
+        secret = {"token": token, "token's random part": token.removeprefix("sota_")}
+        assert_no_secret(stored, f"tokens.json (project {project})", secret)
+        assert hashlib.sha256(token.encode()).hexdigest() in stored

@@ -425,17 +425,24 @@ def sotadb_secret(home: Path, *args: str) -> Secret:
     return Secret(done.stdout.strip())
 
 
+# A stand-in app for `sotadb run`: this venv's Python and psycopg (no host psql needed).
+# Exit 3: a URL that is not the host-port one.
+RUN_PROBE = """
+import os, sys, psycopg
+urls = [os.environ["DATABASE_URL"], os.environ["DIRECT_DATABASE_URL"]]
+if not all(u.startswith("postgresql://") and "@127.0.0.1:" in u for u in urls):
+    sys.exit(3)
+with psycopg.connect(urls[0], connect_timeout=5) as c:
+    print(*c.execute("SELECT current_user, current_database()").fetchone(), sep="|")
+with psycopg.connect(urls[1], connect_timeout=5) as c:
+    print(c.execute("SELECT 1 + 1").fetchone()[0])
+"""
+
+
 def test_sotadb_run_gives_the_command_the_host_port_url(db: Database, home: Path) -> None:
-    assert shutil.which("psql"), "this test runs the host's psql under `sotadb run`"
     # `sotadb run` waits for a real query, then execs the command on this host with the
-    # host-port URLs (127.0.0.1, through docker-proxy): the shell checks that, then queries.
-    script = (
-        'case "$DATABASE_URL" in postgresql://*@127.0.0.1:*) ;; *) exit 3 ;; esac; '
-        'case "$DIRECT_DATABASE_URL" in postgresql://*@127.0.0.1:*) ;; *) exit 4 ;; esac; '
-        'psql "$DATABASE_URL" -X -tA -c "SELECT current_user, current_database()" && '
-        'psql "$DIRECT_DATABASE_URL" -X -tA -c "SELECT 1 + 1"'
-    )
-    result = sotadb(home, "run", db.slug, "--", "sh", "-c", script)
+    # host-port URLs (127.0.0.1, through docker-proxy): the command checks that, then queries.
+    result = sotadb(home, "run", db.slug, "--", sys.executable, "-c", RUN_PROBE)
     assert result.returncode == 0, (result.returncode, result.stderr)
     assert result.stdout.split() == [f"{db.role}|{names.database_name(db.slug)}", "2"]
 

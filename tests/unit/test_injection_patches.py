@@ -11,6 +11,7 @@ import json
 import os
 import pathlib
 import subprocess
+import time
 from typing import Any
 
 import kubernetes_validate
@@ -492,6 +493,27 @@ def test_the_wait_script_gives_up_after_its_attempts_with_the_last_error(
     assert "did not answer in 4 attempts" in result.stderr
     assert "Connection refused" in result.stderr
     assert "secret" not in result.stdout + result.stderr
+
+
+def test_a_query_pgbouncer_holds_is_cut_short_and_the_wait_goes_on(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PgBouncer accepts while PostgreSQL is down and holds the query (up to its 120 s
+    query_wait_timeout): each attempt has its own bound, so the attempts stay bounded."""
+    monkeypatch.setattr(injection, "WAIT_QUERY_TIMEOUT", 1)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "psql").write_text("#!/bin/sh\nexec sleep 60\n")
+    (bin_dir / "psql").chmod(0o755)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "DATABASE_URL": "postgresql://x@h/d"}
+    started = time.monotonic()
+    result = subprocess.run(
+        ["/bin/sh", "-c", injection.wait_script(attempts=2, interval=0)],
+        env=env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "did not answer in 2 attempts: no answer within 1 s" in result.stderr
+    assert time.monotonic() - started < 20
 
 
 # ---------------------------------------------------------------- valid Kubernetes

@@ -50,12 +50,15 @@ USE_WORKLOAD_NAME: Final = "true"
 NO_DATABASE: Final = "false"
 
 WAIT_CONTAINER: Final = "sota-wait-for-database"
-# 150 attempts, each a connection of at most WAIT_CONNECT_TIMEOUT seconds and a pause of
-# WAIT_INTERVAL: 5 to 17 minutes. Then the init container fails, and the kubelet runs it again
-# with its back-off: the loop is bounded, the pod keeps trying.
+# 150 attempts, each a query of at most WAIT_QUERY_TIMEOUT seconds (its connection at most
+# WAIT_CONNECT_TIMEOUT) and a pause of WAIT_INTERVAL: 5 to 30 minutes. Then the init container
+# fails, and the kubelet runs it again with its back-off: the loop is bounded, the pod keeps
+# trying. (The query's own bound matters: PgBouncer accepts while PostgreSQL is down and holds
+# the query up to its query_wait_timeout, 120 s.)
 WAIT_ATTEMPTS: Final = 150
 WAIT_INTERVAL: Final = 2
 WAIT_CONNECT_TIMEOUT: Final = 5
+WAIT_QUERY_TIMEOUT: Final = 10
 WAIT_RESOURCES: Final = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}}
 
 Manifest = dict[str, Any]
@@ -182,10 +185,12 @@ def wait_script(attempts: int = WAIT_ATTEMPTS, interval: int = WAIT_INTERVAL) ->
     return (
         "attempt=1\n"
         "while :; do\n"
-        '  if answer=$(psql "$DATABASE_URL" -XtAc \'select 1\' 2>&1) && [ "$answer" = 1 ]; then\n'
+        f"  if answer=$(timeout {WAIT_QUERY_TIMEOUT} psql \"$DATABASE_URL\" -XtAc 'select 1' 2>&1) "
+        '&& [ "$answer" = 1 ]; then\n'
         '    echo "sotadb: the database answers (attempt $attempt)"\n'
         "    exit 0\n"
         "  fi\n"
+        f'  [ -n "$answer" ] || answer="no answer within {WAIT_QUERY_TIMEOUT} s"\n'
         f'  if [ "$attempt" -ge {attempts} ]; then\n'
         '    echo "sotadb: the database did not answer in $attempt attempts: $answer" >&2\n'
         "    exit 1\n"
