@@ -158,6 +158,19 @@ def observe(db: Database, database: str | None = None) -> dict[str, TableSummary
     return dict(parse_output(result.stdout.splitlines()).tables)
 
 
+def contents(db: Database, database: str | None = None) -> dict[str, tuple[int, str]]:
+    """Row count and md5 of the sorted rows of every user table: what `observe`'s checksums
+    say, except the rows' physical order. (A drilled backup's parallel restore loads one
+    table's rows in several sessions at once: they come back in another order.)"""
+    result: dict[str, tuple[int, str]] = {}
+    for table in observe(db, database):
+        # `table` is the catalog's own quoted name (format('%I.%I')), as observe reports it.
+        sql = f"SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') FROM ONLY {table} x"  # noqa: S608, E501
+        count, digest = db.superuser_sql(sql, database=database or db.slug).split(" ")
+        result[table] = (int(count), digest)
+    return result
+
+
 def dump_path(backups: DockerBackups, record: BackupRecord) -> Path:
     path = backups.store.dump_path(record)
     assert path is not None

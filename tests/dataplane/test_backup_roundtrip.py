@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from backup_fixtures import Cli, backups_for, direct_sql, fill, observe
+from backup_fixtures import Cli, backups_for, contents, direct_sql, fill, observe
 from dataplane_helpers import CONNECT_TIMEOUT, Database, provisioned, remember_secrets, slug_for
 
 from sotadb import names
@@ -36,7 +36,11 @@ def cli(runtime: DockerRuntime) -> Cli:
 
 
 def test_round_trip_in_place_and_as_a_clone(filled_db: Database, runtime: DockerRuntime, cli: Cli):
+    """The backup is drilled (by default): its restores run in parallel sessions, which load a
+    table's rows in another physical order. The rows are compared sorted (`contents`); the
+    order-sensitive checksums of a one-session restore are the drill's and the FREEZE test's."""
     before = observe(filled_db)
+    held = contents(filled_db)
     assert '"app-data"."every-type"' in before
     assert before["public.pgbench_accounts"].rows == 200_000
 
@@ -59,7 +63,7 @@ def test_round_trip_in_place_and_as_a_clone(filled_db: Database, runtime: Docker
     assert "public.pgbench_accounts" not in observe(filled_db)
     code, out, err = cli("backup", "restore", filled_db.slug, record["name"])
     assert code == 0, err
-    assert observe(filled_db) == before  # "stray" is gone too: the database is the backup
+    assert contents(filled_db) == held  # "stray" is gone too: the database is the backup
 
     # The app's own URL works again through PgBouncer, and the app role owns what came back.
     with psycopg.connect(filled_db.url(), connect_timeout=CONNECT_TIMEOUT) as connection:
@@ -78,7 +82,7 @@ def test_round_trip_in_place_and_as_a_clone(filled_db: Database, runtime: Docker
         remember_secrets(result.credentials)
         assert result.changed == ()
         clone_db = Database(runtime, result)
-        assert observe(clone_db) == before
+        assert contents(clone_db) == held
         with psycopg.connect(clone_db.url(), connect_timeout=CONNECT_TIMEOUT) as connection:
             owner = connection.execute(
                 "SELECT tableowner FROM pg_tables WHERE tablename = 'every-type'"
@@ -127,19 +131,21 @@ DROP EXTENSION pg_visibility;"""
 
 
 def test_partitions_and_inherited_tables_come_back_frozen(runtime: DockerRuntime, cli: Cli):
-    """Each table is emptied (TRUNCATE ONLY: an inheritance parent's does not touch its child's
-    rows) and loaded with FREEZE in a transaction of its own: its pages come back all-frozen,
-    partitions and inheritance children included."""
+    """A backup no drill has passed is restored by one session that empties each table
+    (TRUNCATE ONLY: an inheritance parent's does not touch its child's rows) and loads it with
+    FREEZE in a transaction of its own: its pages come back all-frozen, partitions and
+    inheritance children included. (A drilled backup's parallel restore is
+    test_backup_fanout's.)"""
     with provisioned(runtime, slug_for("bk-part")) as db:
         direct_sql(db, PARTITIONS_SQL)
         before = observe(db)
         assert before["public.by_day_old"].rows + before["public.by_day_new"].rows == 5000
         assert before["public.child"].rows == before["public.parent"].rows == 2000
 
-        code, out, err = cli("backup", "create", db.slug, "-o", "json")
+        code, out, err = cli("backup", "create", db.slug, "--no-drill", "-o", "json")
         assert code == 0, err
         record = json.loads(out)
-        assert record["verification"] == Verification.PASSED, record.get("message")
+        assert record.get("verification") is None
         direct_sql(db, "DROP TABLE by_day, child, parent;")
         code, _, err = cli("backup", "restore", db.slug, record["name"])
         assert code == 0, err

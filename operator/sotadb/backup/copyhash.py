@@ -46,9 +46,9 @@ MAX_HEADER = 16 << 20  # a COPY line with 1,600 quoted 63-byte column names is a
 _MARK = b"; Type: TABLE DATA; Schema: "
 _BEFORE_COPY = b"\n--\n\n"
 _END = b"\n\\.\n"
-_IDENT = rb'(?:[a-z_][a-z0-9_]*|"(?:[^"\n]|"")+")'
-_HEADER = re.compile(rb"COPY (" + _IDENT + rb"\." + _IDENT + rb")(?: \(.*\))? +FROM stdin;\Z")
-_TARGET = re.compile(rb"(" + _IDENT + rb")\.(" + _IDENT + rb")\Z")
+IDENT = rb'(?:[a-z_][a-z0-9_]*|"(?:[^"\n]|"")+")'
+_HEADER = re.compile(rb"COPY (" + IDENT + rb"\." + IDENT + rb")(?: \(.*\))? +FROM stdin;\Z")
+_TARGET = re.compile(rb"(" + IDENT + rb")\.(" + IDENT + rb")\Z")
 _FROM_STDIN = b"FROM stdin;"
 MAX_CONTEXT = 4096  # of a line before a mark, kept to check it is pg_dump's whole comment line
 LOADED = b"sotadb-loaded"  # Freezer(commit_each=True)'s output: a table's load is committed
@@ -150,7 +150,42 @@ class Sections:
         self._name = None
 
 
-class Freezer(Sections):
+class Passing(Sections):
+    """A `Sections` that passes the stream on in order through `_emit` (to `write`), keeping
+    the line it is in while outside a section (it may be a comment to check). Subclasses
+    rewrite or route parts of it through the hooks."""
+
+    def __init__(self, write: Callable[[bytes | memoryview], object]) -> None:
+        super().__init__()
+        self._write = write
+        self._emitted = 1  # buf[:_emitted] has been passed on (index 0: the carried byte)
+
+    def _carry(self, buf: bytearray, pos: int) -> int:
+        self._emit(buf, pos)
+        start = pos - 1
+        if self._name is None:  # keep the line `pos` is in: it may be a comment to check
+            line = buf.rfind(b"\n", max(0, pos - 1 - MAX_CONTEXT), pos - 1)
+            if line >= 0:
+                start = line
+        self._pos = pos - start
+        self._emitted -= start
+        return start
+
+    def _hash(self, buf: bytearray, start: int, end: int) -> None:
+        """Nothing to hash here: the rows only pass."""
+
+    def flush(self, buf: bytearray, end: int) -> None:
+        """The stream ended: what is left of `buf[:end]` goes out."""
+        self._emit(buf, end)
+
+    def _emit(self, buf: bytearray, upto: int) -> None:
+        if upto > self._emitted:
+            with memoryview(buf) as view:
+                self._write(view[self._emitted : upto])
+            self._emitted = upto
+
+
+class Freezer(Passing):
     """Rewrites a plain dump as it streams into psql, for a faster replay: each table whose
     section names it in both pg_dump's comment and its COPY line (not a partition's rows loaded
     through its root) is emptied and loaded with FREEZE, in the same transaction:
@@ -170,39 +205,15 @@ class Freezer(Sections):
     passes unchanged; `write` receives the output in order."""
 
     def __init__(self, write: Callable[[bytes | memoryview], object], *, commit_each: bool) -> None:
-        super().__init__()
-        self._write = write
+        super().__init__(write)
         self._commit_each = commit_each
-        self._emitted = 1  # buf[:_emitted] has been written (index 0: the carried byte)
         self._frozen: bytes | None = None  # the open section's COPY name, when rewritten
-
-    def _carry(self, buf: bytearray, pos: int) -> int:
-        self._emit(buf, pos)
-        start = pos - 1
-        if self._name is None:  # keep the line `pos` is in: it may be a comment to check
-            line = buf.rfind(b"\n", max(0, pos - 1 - MAX_CONTEXT), pos - 1)
-            if line >= 0:
-                start = line
-        self._pos = pos - start
-        self._emitted -= start
-        return start
 
     def _header(
         self, buf: bytearray, found: int, copy_start: int, line_end: int, target: bytes
     ) -> None:
         self._frozen = None
-        names = _TARGET.match(target)
-        line = buf.rfind(b"\n", 0, found)
-        if names is None or line < 0:
-            return
-        comment = (
-            b"-- Data for Name: "
-            + _unquote(names.group(2))
-            + b"; Type: TABLE DATA; Schema: "
-            + _unquote(names.group(1))
-            + b"; Owner: "
-        )
-        if not buf.startswith(comment, line + 1):
+        if not names_itself(buf, found, target):
             return
         self._emit(buf, copy_start)
         header = bytes(buf[copy_start:line_end])
@@ -225,18 +236,22 @@ class Freezer(Sections):
             )
         self._frozen = None
 
-    def _hash(self, buf: bytearray, start: int, end: int) -> None:
-        """Nothing to hash here: the rows only pass."""
 
-    def flush(self, buf: bytearray, end: int) -> None:
-        """The stream ended: what is left of `buf[:end]` goes out."""
-        self._emit(buf, end)
-
-    def _emit(self, buf: bytearray, upto: int) -> None:
-        if upto > self._emitted:
-            with memoryview(buf) as view:
-                self._write(view[self._emitted : upto])
-            self._emitted = upto
+def names_itself(buf: bytearray, found: int, target: bytes) -> bool:
+    """Whether the section whose comment's mark is at `found` loads the table its comment
+    names (`target`, its COPY name), not a partition's rows through their root."""
+    names = _TARGET.match(target)
+    line = buf.rfind(b"\n", 0, found)
+    if names is None or line < 0:
+        return False
+    comment = (
+        b"-- Data for Name: "
+        + _unquote(names.group(2))
+        + b"; Type: TABLE DATA; Schema: "
+        + _unquote(names.group(1))
+        + b"; Owner: "
+    )
+    return buf.startswith(comment, line + 1)
 
 
 def _unquote(identifier: bytes) -> bytes:
@@ -262,10 +277,15 @@ def freeze_stream(
     commit_each: bool,
 ) -> None:
     """The stream `read_into` reads, rewritten by `Freezer` into `write`."""
-    freezer = Freezer(write, commit_each=commit_each)
-    buf, filled = _drive(freezer, read_into, None)
-    freezer.flush(buf, filled)
-    freezer.finish()
+    pass_stream(Freezer(write, commit_each=commit_each), read_into)
+
+
+def pass_stream(passing: Passing, read_into: Callable[[memoryview], int]) -> None:
+    """The whole stream `read_into` reads, through `passing` (which must not end inside a
+    section: `DumpInvalid`)."""
+    buf, filled = _drive(passing, read_into, None)
+    passing.flush(buf, filled)
+    passing.finish()
 
 
 def _drive(
@@ -320,7 +340,7 @@ def result_lines(tables: dict[str, tuple[int, str]]) -> str:
     )
 
 
-def _widen(descriptor: int) -> None:
+def widen(descriptor: int) -> None:
     # Not a pipe, or above the system's limit: the default size works too.
     with contextlib.suppress(OSError):
         fcntl.fcntl(descriptor, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
@@ -337,9 +357,9 @@ def main(argv: list[str]) -> int:
     if mode not in ("pass", "sum", "freeze", "freeze-commit"):
         sys.stderr.write("usage: copyhash pass|sum|freeze|freeze-commit\n")
         return 2
-    _widen(0)
+    widen(0)
     if mode != "sum":
-        _widen(1)
+        widen(1)
     if mode.startswith("freeze"):
         return _freeze(commit_each=mode == "freeze-commit")
     try:

@@ -21,12 +21,19 @@ ones.
   into its place (then the old one dropped). A failure at any step before the swap leaves the
   live database exactly as it was.
 
-Both replay with `scripts.restore_script`: every table is loaded with FREEZE and read back (its
-row count and checksum, as the record has them) by a second session as soon as its load is
-committed, while the replay goes on. The comparison is exact: every table of the record, with
-its row count and checksum, and no other. A record taken before the checksums were sha256 of
-the dump's own rows (`BackupRecord.legacy_checksums`) is compared by row counts only, and the
-verification message says so.
+A drill, and a restore of a backup no drill has passed, replay with `scripts.restore_script`:
+every table is loaded with FREEZE and read back (its row count and checksum, as the record has
+them) by a second session as soon as its load is committed, while the replay goes on. The
+comparison is exact: every table of the record, with its row count and checksum, and no other.
+A record taken before the checksums were sha256 of the dump's own rows
+(`BackupRecord.legacy_checksums`) is compared by row counts only, and the verification message
+says so.
+
+A restore of a backup whose drill passed replays with `scripts.parallel_restore_script`
+(`fanout`: several sessions share every table's rows and then the index builds; on
+`bench.backup`'s 1 GB and 2 cores, 9.1 s against 12.2 s). The drill has already compared this file's restore, row by
+row, with the record, and the file's sha256 is checked before and while it is replayed, so the
+restore compares the row counts the server reports loading, not every row again.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from pathlib import Path
 from typing import Final
 
 from sotadb import names
-from sotadb.backup import checksums, scripts
+from sotadb.backup import checksums, fanout, scripts
 from sotadb.backup.catalog import (
     CHECKSUM_VERSION,
     BackupRecord,
@@ -46,6 +53,7 @@ from sotadb.backup.catalog import (
     Phase,
     TableSummary,
     Verification,
+    format_time,
     unique_name,
 )
 from sotadb.backup.errors import BackupFailed, BackupNotFound, RestoreRefused
@@ -284,6 +292,32 @@ def compare(record: BackupRecord, replay: Captured) -> list[str]:
     return checksums.differences(record.tables, observed.tables, rows_only=record.legacy_checksums)
 
 
+def compare_loaded(record: BackupRecord, replay: Captured) -> list[str]:
+    """The rows the server loaded per table (a parallel replay's stdout) against the record's
+    row counts. Tables the dump holds beyond the record's are extension-owned (left out of
+    the record at dump time) and not compared."""
+    loaded = fanout.parse_output(replay.stdout.splitlines())
+    return checksums.differences(
+        record.tables,
+        {
+            name: TableSummary(rows=loaded[name], checksum=summary.checksum)
+            for name, summary in record.tables.items()
+            if name in loaded
+        },
+        rows_only=True,
+    )
+
+
+def proven_equal(record: BackupRecord) -> str:
+    """What a restore of a drilled backup proved, for messages."""
+    rows = sum(t.rows for t in record.tables.values())
+    when = format_time(record.verified_at) if record.verified_at else "earlier"
+    return (
+        f"{len(record.tables)} tables, {rows} rows, row counts equal (this file's checksums "
+        f"were compared by its restore drill, {when})"
+    )
+
+
 def equal(record: BackupRecord) -> str:
     """What a passed comparison proved, for messages."""
     rows = sum(t.rows for t in record.tables.values())
@@ -341,11 +375,30 @@ def restore_into(
     _psql(target, scripts.PREPARE_SQL, variables, "preparing the restore database")
     swapped = False
     try:
-        progress(f"restoring {record.name} into {dbs['tmp']} and reading it back")
         reader = HashingReader(store.read(record))
-        replay = _replay(
-            target, reader, record.compression, database=dbs["tmp"], role=role, settings=settings
-        )
+        proven = record.verification is Verification.PASSED
+        if proven:
+            progress(f"restoring {record.name} into {dbs['tmp']} (parallel sessions)")
+            replay = capture(
+                target,
+                scripts.parallel_restore_script(
+                    compression=record.compression,
+                    database=dbs["tmp"],
+                    role=role,
+                    settings=settings,
+                ),
+                stdin=reader,
+            )
+        else:
+            progress(f"restoring {record.name} into {dbs['tmp']} and reading it back")
+            replay = _replay(
+                target,
+                reader,
+                record.compression,
+                database=dbs["tmp"],
+                role=role,
+                settings=settings,
+            )
         if replay.status != 0:
             raise RestoreRefused(
                 _reason("the restore", replay.status, replay.stderr)
@@ -355,7 +408,7 @@ def restore_into(
             raise RestoreRefused(
                 f"the file changed while it was restored; {dbs['db']} was not changed"
             )
-        problems = compare(record, replay)
+        problems = compare_loaded(record, replay) if proven else compare(record, replay)
         if problems:
             raise RestoreRefused(
                 "the restored data differs from the backup's record: "
@@ -376,7 +429,7 @@ def restore_into(
                 _psql(target, scripts.DROP_SQL, variables, "dropping the restore database")
             except BackupFailed as e:
                 progress(f"could not drop {dbs['tmp']} ({e}); the next restore replaces it")
-    return equal(record)
+    return proven_equal(record) if proven else equal(record)
 
 
 def _psql(target: Executor, sql: str, variables: dict[str, str], what: str) -> Captured:
