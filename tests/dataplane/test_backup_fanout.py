@@ -11,12 +11,15 @@ prints them) are the originals.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import time
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 from backup_fixtures import Cli, backups_for, contents, direct_sql, observe, rewrite_dump
-from dataplane_helpers import Database, provisioned, slug_for
+from dataplane_helpers import CONNECT_TIMEOUT, Database, provisioned, slug_for
 
 from sotadb.backup.catalog import BackupRecord, Verification
 from sotadb.backup.errors import RestoreRefused
@@ -124,6 +127,31 @@ def test_a_drilled_backup_comes_back_exactly_through_parallel_sessions(
     assert db.superuser_sql("SELECT count(*) FROM pg_database WHERE datname LIKE '%sotadb%'") == "0"
 
 
+def test_the_live_database_takes_no_connection_while_it_is_restored(
+    db: Database, drilled: BackupRecord, runtime: DockerRuntime
+):
+    """Not through PgBouncer (which stays up and says why) and not directly: nothing an app
+    writes meanwhile can be lost to the swap. Afterwards both ways work again."""
+    with concurrent.futures.ThreadPoolExecutor(1) as background:
+        restoring = background.submit(backups_for(runtime).restore, db.slug, drilled.name)
+        errors: set[str] = set()
+        deadline = time.monotonic() + 60
+        while not restoring.done() and time.monotonic() < deadline and len(errors) < 2:
+            for name, url in (("pooled", db.url()), ("direct", db.direct_url())):
+                try:
+                    with psycopg.connect(str(url), connect_timeout=CONNECT_TIMEOUT) as connection:
+                        connection.execute("SELECT 1")
+                except psycopg.OperationalError as e:
+                    if "is not currently accepting connections" in str(e):
+                        errors.add(name)
+            time.sleep(0.05)
+        restoring.result(timeout=120)
+    assert errors == {"pooled", "direct"}
+    for url in (db.url(), db.direct_url()):
+        with psycopg.connect(str(url), connect_timeout=CONNECT_TIMEOUT) as connection:
+            assert connection.execute("SELECT count(*) FROM tags").fetchone() == (2,)
+
+
 def test_a_restore_whose_row_counts_differ_from_the_record_is_refused(
     db: Database, backups: DockerBackups, cli_home: Cli
 ):
@@ -143,6 +171,10 @@ def test_a_restore_whose_row_counts_differ_from_the_record_is_refused(
     finally:
         backups.store.delete(backups.store.load(db.slug, record.name))
     assert observe(db) == before
+    assert (
+        db.superuser_sql("SELECT datallowconn FROM pg_database WHERE datname = :'db'", db=db.slug)
+        == "t"
+    )
 
 
 def test_a_failing_index_build_in_a_parallel_session_refuses_the_restore(

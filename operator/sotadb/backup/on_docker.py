@@ -1,5 +1,5 @@
 """Backups on the single Docker host: the seed's `docker exec`, scratch drill containers,
-PgBouncer around a restore, clones, and the daemon's pass.
+restores and clones, and the daemon's pass.
 
 - **Where scripts run**: `docker exec -u postgres sota-db-{slug}`, connecting over the
   container's unix socket, the only way in for the superuser (pg_hba: peer). The superuser
@@ -11,11 +11,12 @@ PgBouncer around a restore, clones, and the daemon's pass.
   (bootstrapped by the image's own entrypoint, with a throwaway verifier), so the dump replays
   exactly as it would on a fresh server. Removed when the drill ends; a leftover (killed
   runner) is removed by the next drill of that database, and by `sotadb down`.
-- **Restore in place**: the file is checked (size, sha256) before anything else; then PgBouncer
-  is stopped, so apps get a clean connection error rather than a database that changes under
-  them; the dump is replayed into a side database, checked, and swapped in (`runner`; the
-  replay does not wait for PgBouncer's container to exit, the swap does); PgBouncer is started
-  again whatever happened, and the command waits for a query through it.
+- **Restore in place**: the file is checked (size, sha256) before anything else; then the live
+  database is closed to connections (`runner`), so apps get a clean error from PgBouncer (which
+  stays up) rather than a database that changes under them, and nothing they could write is
+  lost to the swap; the dump is replayed into a side database, checked, and swapped in (or the
+  live one opened again); the command returns once a query through PgBouncer is answered.
+  (PgBouncer retries a failed server login after 0.2 s: `server_login_retry`.)
 - **Clone** (`--as NEW`): `NEW` is provisioned with `DockerRuntime.up` (the source's spec, its
   own role `app_NEW` and password), then restored like in place. Dumps carry no owners or
   grants (`--no-owner --no-privileges`) and are replayed under `SET ROLE` of the target's app
@@ -25,12 +26,11 @@ PgBouncer around a restore, clones, and the daemon's pass.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import functools
 import secrets
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -69,7 +69,6 @@ SUPERUSER_ENV: Final[Mapping[str, str]] = {
 }
 COMPONENT_DRILL: Final = "backup-drill"
 DRILL_READY_TIMEOUT: Final = 60.0
-POOLER_STOP_TIMEOUT: Final = 10
 LATEST: Final = "latest"
 
 
@@ -243,25 +242,33 @@ class DockerBackups:
                     f"backup {record.name} failed its restore drill ({record.message}); "
                     "nothing was restored (fix: pick another backup, or --force)"
                 )
-            progress(f"checking {record.file} (size, sha256)")
-            runner.check_file(self.store, record)
-            if as_name is not None:
+            if as_name is not None:  # checked before the clone is made
+                progress(f"checking {record.file} (size, sha256)")
+                runner.check_file(self.store, record)
                 locks.enter_context(self.store.lock(as_name))
                 self._provision_clone(slug, as_name, progress)
-            else:
+            else:  # checked by restore_into, while it makes its side database
                 self._require_known(slug)
-            with self._pooler_stopped(target, progress) as pooler_stopped:
-                verified = runner.restore_into(
-                    self.executor(target),
-                    self.store,
-                    record,
-                    slug=target,
-                    file_checked=True,
-                    before_swap=pooler_stopped,
-                    progress=progress,
-                )
-                progress(f"restored and verified: {verified}")
+            # PgBouncer stays up: while the database is closed it passes the server's error on
+            # to apps, and once the restored one is in place it connects to that.
+            verified = runner.restore_into(
+                self.executor(target),
+                self.store,
+                record,
+                slug=target,
+                file_checked=as_name is not None,
+                after_swap=functools.partial(self._wait_for_pooler, target),
+                progress=progress,
+            )
+            progress(f"restored and verified: {verified}")
         return record
+
+    def _wait_for_pooler(self, slug: str) -> None:
+        """Until a query through PgBouncer is answered (when PgBouncer runs at all)."""
+        pooler = engine.find_container(self.client, names.pooler_name(slug))
+        state = self.runtime.store.load(slug)
+        if pooler is not None and pooler.status == "running" and state is not None:
+            self.runtime.wait_until_ready(slug, state.credentials)
 
     def _provision_clone(self, slug: str, as_name: str, progress: Progress) -> None:
         if self.runtime.store.load(as_name) is not None:
@@ -275,33 +282,6 @@ class DockerBackups:
             document["spec"] = dict(source.document["spec"])
         progress(f"provisioning {as_name}")
         self.runtime.up(document, progress=progress)
-
-    @contextlib.contextmanager
-    def _pooler_stopped(self, slug: str, progress: Progress) -> Iterator[Callable[[], object]]:
-        """PgBouncer goes down as the block starts and comes back up (answering a query) when
-        it ends. Its container takes a while to exit, and only the swap needs it gone: the
-        stop goes on in the background while the block replays; the block calls the function
-        it gets before the swap, which waits for the stop (and raises if it failed)."""
-        pooler = engine.find_container(self.client, names.pooler_name(slug))
-        with concurrent.futures.ThreadPoolExecutor(1, "sotadb-pooler-stop") as background:
-            stopping: concurrent.futures.Future[object] | None = None
-            if pooler is not None and pooler.status == "running":
-                progress(
-                    f"stopping {pooler.name}: apps get a connection error until the restore ends"
-                )
-                stop = functools.partial(pooler.stop, timeout=POOLER_STOP_TIMEOUT)
-                stopping = background.submit(engine.call, f"stop {pooler.name}", stop)
-            try:
-                yield stopping.result if stopping is not None else runner.nothing
-            finally:
-                if stopping is not None:
-                    concurrent.futures.wait([stopping])
-                if pooler is not None:
-                    progress(f"starting {pooler.name}")
-                    engine.call(f"start {pooler.name}", pooler.start)
-                    state = self.runtime.store.load(slug)
-                    if state is not None:
-                        self.runtime.wait_until_ready(slug, state.credentials)
 
     # ---------------------------------------------------------------- retention and the daemon
 

@@ -18,8 +18,9 @@ ones.
 - `restore_into`: never into the live database directly. The dump is replayed into
   `{db}__sotadb_restore`; its checksums must equal the record's and the streamed bytes' sha256
   the recorded one; only then is the live database renamed away and the restored one renamed
-  into its place (then the old one dropped). A failure at any step before the swap leaves the
-  live database exactly as it was.
+  into its place (then the old one dropped). The live database takes no connections from the
+  start (nothing written to it is lost to the swap). A failure at any step before the swap
+  leaves it exactly as it was, open again.
 
 A drill, and a restore of a backup no drill has passed, replay with `scripts.restore_script`:
 every table is loaded with FREEZE and read back (its row count and checksum, as the record has
@@ -39,6 +40,7 @@ row again. (A table's rows may come back in another physical order: SQL promises
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -360,22 +362,39 @@ def restore_into(
     settings: Mapping[str, str] | None = None,
     file_checked: bool = False,
     before_swap: Callable[[], object] = nothing,
+    after_swap: Callable[[], object] = nothing,
     progress: Progress = _quiet,
 ) -> str:
     """Restore `record` as database `slug` (owned by `slug`'s app role) through `target`, a
     superuser session on that server, with `settings` for the replaying session. See the
     module docstring for the order of steps. `file_checked`: the caller has just run
-    `check_file` (the bytes streamed are hashed again either way). `before_swap` runs once
-    the restored data is verified, before the live database is touched (e.g. waiting for the
-    pooler to be down); when it raises, nothing is swapped. Returns what was verified."""
-    if not file_checked:
-        check_file(store, record)
+    `check_file` (the bytes streamed are hashed again either way). The live database is
+    closed to connections from the start (and opened again if anything fails before the swap).
+    `before_swap` runs once the restored data is verified, before the swap; when it raises,
+    nothing is swapped. `after_swap` runs once the restored database is live (e.g. waiting
+    until the pooler answers), while the previous one is dropped. Returns what was verified."""
     dbs = scripts.restore_database_names(slug)
     role = names.role_name(slug)
     variables = {**dbs, "role": role}
-    _psql(target, scripts.PREPARE_SQL, variables, "preparing the restore database")
-    swapped = False
+    with concurrent.futures.ThreadPoolExecutor(1, "sotadb-prepare") as background:
+        # The side database is made while the file is checked: it touches nothing live.
+        preparing = background.submit(
+            _psql, target, scripts.PREPARE_SQL, variables, "preparing the restore database"
+        )
+        try:
+            if not file_checked:
+                progress(f"checking {record.file} (size, sha256)")
+                check_file(store, record)
+        except BaseException:
+            concurrent.futures.wait([preparing])
+            _drop_side(target, variables, progress)
+            raise
+        preparing.result()
+    swapped = closed = False
     try:
+        progress(f"closing {dbs['db']}: apps get an error until the restore ends")
+        _psql(target, scripts.CLOSE_SQL, variables, "closing the live database")
+        closed = True
         reader = HashingReader(store.read(record))
         proven = record.verification is Verification.PASSED
         if proven:
@@ -426,11 +445,26 @@ def restore_into(
             raise
     finally:
         if not swapped:
-            try:
-                _psql(target, scripts.DROP_SQL, variables, "dropping the restore database")
-            except BackupFailed as e:
-                progress(f"could not drop {dbs['tmp']} ({e}); the next restore replaces it")
+            _drop_side(target, variables, progress)
+            if closed:
+                _psql(target, scripts.REOPEN_SQL, variables, "opening the live database again")
+    with concurrent.futures.ThreadPoolExecutor(1, "sotadb-drop-previous") as background:
+        dropping = background.submit(
+            _psql, target, scripts.DROP_PREVIOUS_SQL, variables, "dropping the previous database"
+        )
+        after_swap()
+        try:
+            dropping.result()
+        except BackupFailed as e:
+            progress(f"could not drop {dbs['old']} ({e}); the next restore drops it")
     return proven_equal(record) if proven else equal(record)
+
+
+def _drop_side(target: Executor, variables: dict[str, str], progress: Progress) -> None:
+    try:
+        _psql(target, scripts.DROP_SQL, variables, "dropping the restore database")
+    except BackupFailed as e:
+        progress(f"could not drop {variables['tmp']} ({e}); the next restore replaces it")
 
 
 def _psql(target: Executor, sql: str, variables: dict[str, str], what: str) -> Captured:

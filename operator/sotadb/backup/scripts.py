@@ -359,13 +359,17 @@ def psql_script(sql: str, *, database: str, variables: Mapping[str, str] | None 
 # ---------------------------------------------------------------- live restore: temp + swap
 
 PREPARE_SQL: Final = """DROP DATABASE IF EXISTS :"tmp" WITH (FORCE);
+DROP DATABASE IF EXISTS :"old" WITH (FORCE);
 CREATE DATABASE :"tmp" OWNER :"role" TEMPLATE template0 ENCODING 'UTF8';
 REVOKE ALL ON DATABASE :"tmp" FROM PUBLIC;"""
 
 DROP_SQL: Final = """DROP DATABASE IF EXISTS :"tmp" WITH (FORCE);"""
 
-# Sessions of the live database end, then two renames put the restored one in its place.
-SWAP_SQL: Final = """SELECT pg_catalog.set_config('sotadb.database', :'db', false) \\g /dev/null
+# The live database is closed as the restore starts: its sessions end and no new one starts,
+# through PgBouncer (which stays up and passes the server's error on) or directly, so nothing is
+# written to it that the swap would then throw away. REOPEN_SQL opens it again if the restore
+# stops before the swap.
+CLOSE_SQL: Final = """SELECT pg_catalog.set_config('sotadb.database', :'db', false) \\g /dev/null
 ALTER DATABASE :"db" WITH ALLOW_CONNECTIONS false;
 DO $$
 BEGIN
@@ -378,12 +382,21 @@ BEGIN
          WHERE datname = current_setting('sotadb.database') AND pid <> pg_catalog.pg_backend_pid());
         PERFORM pg_catalog.pg_sleep(0.1);
     END LOOP;
-END $$;
-ALTER DATABASE :"db" RENAME TO :"old";
+END $$;"""
+
+REOPEN_SQL: Final = """ALTER DATABASE :"db" WITH ALLOW_CONNECTIONS true;"""
+
+# Two renames put the restored database in the closed one's place (which is then dropped:
+# DROP_PREVIOUS_SQL); the restored one takes connections, as a new database does.
+SWAP_SQL: Final = """ALTER DATABASE :"db" RENAME TO :"old";
 ALTER DATABASE :"tmp" RENAME TO :"db";
 REVOKE ALL ON DATABASE :"db" FROM PUBLIC;
-GRANT CONNECT ON DATABASE :"db" TO :"role";
-DROP DATABASE :"old" WITH (FORCE);"""
+GRANT CONNECT ON DATABASE :"db" TO :"role";"""
+
+# The live database's previous self, renamed away by the swap: dropped while the pooler comes
+# back (a 1 GB database takes about 0.5 s: a checkpoint, then its files). One a failed drop
+# leaves behind goes with the next restore's PREPARE_SQL.
+DROP_PREVIOUS_SQL: Final = """DROP DATABASE IF EXISTS :"old" WITH (FORCE);"""
 
 # After a failed swap: whichever of the two the live name lost, it gets back, open again.
 UNDO_SWAP_SQL: Final = """SELECT

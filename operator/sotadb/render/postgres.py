@@ -37,6 +37,9 @@ def default_parameters(db: ManagedDatabase) -> dict[str, str]:
         "max_wal_size": f"{min(1024, max(64, storage_mb // 4))}MB",
         "min_wal_size": f"{min(80, max(32, storage_mb // 16))}MB",
         "checkpoint_completion_target": "0.9",
+        # PostgreSQL's own default, 1/32 of shared_buffers (4 MB at 512Mi), fills during a bulk
+        # load (a restore, a large COPY), and then each backend writes WAL out itself.
+        "wal_buffers": f"{min(32, max(4, memory_mb // 16))}MB",
         "random_page_cost": "1.1",
         "effective_io_concurrency": "200",
         "shared_preload_libraries": "pg_stat_statements",
