@@ -20,6 +20,7 @@ from sotadb import credentials as creds
 from sotadb import names
 from sotadb.credentials import Credentials, Endpoint
 from sotadb.docker import engine
+from sotadb.docker.addressing import NetworkLayout, layout_for, layout_of
 from sotadb.docker.state import DatabaseState, StateStore
 from sotadb.docker.translate import (
     LABEL_PLAN_HASH,
@@ -35,6 +36,9 @@ from sotadb.spec import ManagedDatabase, check_update, parse_database
 
 HOST_ADDRESS: Final = "127.0.0.1"
 READY_TIMEOUT: Final = 120.0
+# Creating a network on the subnet Docker just picked can lose a race with another network
+# created meanwhile ("pool overlaps"); then Docker picks again.
+NETWORK_CREATE_ATTEMPTS: Final = 3
 Progress = Callable[[str], None]
 
 
@@ -154,6 +158,8 @@ class DockerRuntime:
         files_root = str(self.store.files_dir(db.slug))
         postgres = names.postgres_name(db.slug)
         pooler = names.pooler_name(db.slug)
+        network = engine.find_network(self.client, names.network_name(db.slug))
+        layout = None if network is None else layout_of(network.attrs)
         return [
             translate(
                 container_name=postgres,
@@ -164,6 +170,7 @@ class DockerRuntime:
                 volume_claims={names.DATA_VOLUME: names.data_volume_name(db.slug)},
                 labels=labels,
                 published_ports={names.POSTGRES_PORT: (HOST_ADDRESS, host_ports[postgres])},
+                address=None if layout is None else layout.postgres_address,
             ),
             translate(
                 container_name=pooler,
@@ -178,16 +185,57 @@ class DockerRuntime:
         ]
 
     def _ensure_network(self, slug: str, labels: Mapping[str, str]) -> bool:
+        """Create the network with PostgreSQL's fixed address kept out of Docker's dynamic range
+        (see `addressing`), on a subnet Docker picks from its own pools; True if created."""
         name = names.network_name(slug)
         if engine.find_network(self.client, name) is not None:
             return False
-        engine.call(
+        for attempt in range(1, NETWORK_CREATE_ATTEMPTS + 1):
+            layout = self._free_layout(name, labels)
+            try:
+                self._create_network(name, labels, layout)
+            except ProvisioningFailed:
+                if attempt == NETWORK_CREATE_ATTEMPTS:
+                    raise
+                continue
+            return True
+        raise AssertionError("unreachable")
+
+    def _free_layout(self, name: str, labels: Mapping[str, str]) -> NetworkLayout:
+        """Docker's choice of subnet, learnt by creating the network without one (removed)."""
+        probe = engine.call(
             f"create network {name}",
             lambda: self.client.networks.create(
                 name, driver="bridge", labels=dict(labels), check_duplicate=True
             ),
         )
-        return True
+        try:
+            pools = probe.attrs["IPAM"]["Config"] or []
+            ipv4 = [pool for pool in pools if ":" not in pool.get("Subnet", ":")]
+            if not ipv4:
+                raise ProvisioningFailed(f"Docker gave network {name} no IPv4 subnet")
+            return layout_for(ipv4[0]["Subnet"], ipv4[0].get("Gateway") or None)
+        except ValueError as e:
+            raise ProvisioningFailed(
+                f"network {name}: {e} (fix: give Docker's default-address-pools larger subnets)"
+            ) from e
+        finally:
+            engine.call(f"remove network {name}", probe.remove)
+
+    def _create_network(self, name: str, labels: Mapping[str, str], layout: NetworkLayout) -> None:
+        pool = docker.types.IPAMPool(
+            subnet=layout.subnet, gateway=layout.gateway, iprange=layout.dynamic_range
+        )
+        engine.call(
+            f"create network {name} on {layout.subnet}",
+            lambda: self.client.networks.create(
+                name,
+                driver="bridge",
+                labels=dict(labels),
+                ipam=docker.types.IPAMConfig(pool_configs=[pool]),
+                check_duplicate=True,
+            ),
+        )
 
     def _ensure_volume(self, name: str, labels: Mapping[str, str]) -> bool:
         try:

@@ -9,7 +9,8 @@ commands, files, env and probes:
 - ConfigMap and Secret volumes → files in a host directory, bind-mounted read-only;
 - the PVC → a named volume; emptyDir → tmpfs (`/dev/shm` → shm size);
 - the readiness probe → the healthcheck (the startup probe gives its start period);
-- the names of the Services selecting the pod → network aliases;
+- the names of the Services selecting the pod → network aliases (and, when the caller gives
+  one, a fixed address on the network: see `addressing`);
 - the restricted security context → user, read-only root, dropped capabilities;
 - for a Job's pod (backup runner): `restartPolicy: Never` → no restart, downward-API env
   (`fieldRef`) from values the caller knows (e.g. the Job name label), and the termination
@@ -103,13 +104,14 @@ def translate(
     published_ports: Mapping[int, tuple[str, int]] | None = None,
     field_values: Mapping[str, str] | None = None,
     termination_log: str | None = None,
+    address: str | None = None,
 ) -> ContainerPlan:
     """Translate a single-container pod template into docker-py `containers.create` kwargs.
 
     `volume_claims` maps a pod volume name (a PVC or volumeClaimTemplate) to a Docker volume;
     `published_ports` maps a container port to (host address, host port); `field_values`
     maps a downward-API fieldPath to its value; `termination_log` is a host file mounted at
-    the container's terminationMessagePath.
+    the container's terminationMessagePath; `address` is a fixed IPv4 address on `network`.
     """
     pod = pod_template["spec"]
     containers = pod["containers"]
@@ -155,6 +157,9 @@ def translate(
     security = {**(pod.get("securityContext") or {}), **(container.get("securityContext") or {})}
     aliases = [name for name in catalog.services_selecting(pod_labels) if name != container_name]
     limits = (container.get("resources") or {}).get("limits") or {}
+    endpoint: dict[str, Any] = {"Aliases": aliases}
+    if address is not None:
+        endpoint["IPAMConfig"] = {"IPv4Address": address}
 
     create_args: dict[str, Any] = {
         "image": container["image"],
@@ -173,7 +178,7 @@ def translate(
             "Name": "no" if pod.get("restartPolicy") == "Never" else "unless-stopped"
         },
         "network": network,
-        "networking_config": {network: {"Aliases": aliases}},
+        "networking_config": {network: endpoint},
         "detach": True,
     }
     if "command" in container:
