@@ -36,6 +36,7 @@ import os
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import types
@@ -65,6 +66,7 @@ from sotadb.backup import copyhash  # noqa: E402
 UNIT: Final = 4 << 20  # rows per COPY: its pages (~5 MB) are still in the 16 MB ring it writes
 MAX_TAIL: Final = 64 << 20  # post-data text held back to plan its index builds
 MAX_SESSIONS: Final = 8
+SEND_BUFFER: Final = 4 << 20
 SYNC: Final = b"sotadb-sync"
 DONE: Final = b"sotadb-done"
 COPYING: Final = b"sotadb-copy"
@@ -221,20 +223,26 @@ def plan(tail: bytes, weights: dict[bytes, int]) -> PostData:
 
 
 class Session:
-    """One psql, fed through a non-blocking pipe; what it prints is read as it comes."""
+    """One psql, fed through a non-blocking socket; what it prints is read as it comes.
+
+    A socket, not a pipe: psql reads its input 4 KB at a time, and a pipe reports room to write
+    each time one is read (so the writer wakes for every 4 KB); a unix socket only once a
+    quarter of its buffer is left (measured: 0.3 CPU-s less for bench.backup's 1 GB)."""
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.process = subprocess.Popen(
-            ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert self.process.stdin is not None
+        self._input, theirs = socket.socketpair()
+        # Capped by net.core.wmem_max (about 400 KB with the kernel's doubling) unless raised.
+        self._input.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+        with theirs:
+            self.process = subprocess.Popen(
+                ["psql", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+                stdin=theirs.fileno(),
+                stdout=subprocess.PIPE,
+            )
         assert self.process.stdout is not None
-        self.stdin = self.process.stdin.fileno()
+        self.stdin = self._input.fileno()
         self.stdout = self.process.stdout.fileno()
-        copyhash.widen(self.stdin)
         os.set_blocking(self.stdin, False)
         self.outbox: collections.deque[memoryview] = collections.deque()
         self.waiting = 0  # bytes in the outbox
@@ -301,8 +309,7 @@ class Session:
     def close(self) -> None:
         """Its work is all sent: end its input."""
         if not self.closed:
-            assert self.process.stdin is not None
-            self.process.stdin.close()  # nothing is buffered in it: writes go to its descriptor
+            self._input.close()
             self.closed = True
 
 
