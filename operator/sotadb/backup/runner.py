@@ -32,7 +32,7 @@ says so.
 
 A restore of a backup whose drill passed replays with `scripts.parallel_restore_script`
 (`fanout`: several sessions share every table's rows and then the index builds; on
-`bench.backup`'s 1 GB and 2 cores, 9.1 s against 12.2 s). The drill has already compared this
+`bench.backup`'s 1 GB and 2 cores, 8.6 s against 12.2 s). The drill has already compared this
 file's restore, row by row, with the record, and the file's sha256 is checked before and while
 it is replayed, so the restore compares the row counts the server reports loading, not every
 row again. (A table's rows may come back in another physical order: SQL promises none.)

@@ -35,8 +35,8 @@ hint bits, each a WAL-logged page write with data checksums, when index builds a
 read-back first read the rows) and reading each table back while the next one loads brings
 both to 12.2 s. What is left is one table's chain: its COPY (6 s for the 2.7 M realistic
 rows), its read-back (3 s), its primary key (1 s, waiting for the read-back's lock). A drilled
-backup skips the read-back and shares that table among sessions (`fanout`): 9.1 s, its data
-6.2 s on both cores and its index builds 1.5 s, for 13.3 CPU-s.
+backup skips the read-back and shares that table among sessions (`fanout`): 8.6 s, its data
+about 6 s on both cores and its index builds 1.3 s, for 13.1 CPU-s.
 """
 
 from __future__ import annotations
