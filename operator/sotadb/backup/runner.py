@@ -361,7 +361,6 @@ def restore_into(
     slug: str,
     settings: Mapping[str, str] | None = None,
     file_checked: bool = False,
-    before_swap: Callable[[], object] = nothing,
     after_swap: Callable[[], object] = nothing,
     progress: Progress = _quiet,
 ) -> str:
@@ -370,9 +369,8 @@ def restore_into(
     module docstring for the order of steps. `file_checked`: the caller has just run
     `check_file` (the bytes streamed are hashed again either way). The live database is
     closed to connections from the start (and opened again if anything fails before the swap).
-    `before_swap` runs once the restored data is verified, before the swap; when it raises,
-    nothing is swapped. `after_swap` runs once the restored database is live (e.g. waiting
-    until the pooler answers), while the previous one is dropped. Returns what was verified."""
+    `after_swap` runs once the restored database is live (e.g. waiting until the pooler
+    answers), while the previous one is dropped. Returns what was verified."""
     dbs = scripts.restore_database_names(slug)
     role = names.role_name(slug)
     variables = {**dbs, "role": role}
@@ -435,7 +433,6 @@ def restore_into(
                 + "; ".join(problems)
                 + f"; {dbs['db']} was not changed"
             )
-        before_swap()
         progress(f"swapping {dbs['tmp']} into place as {dbs['db']}")
         try:
             _psql(target, scripts.SWAP_SQL, variables, "swapping the restored database in")

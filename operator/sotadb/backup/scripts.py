@@ -285,17 +285,11 @@ def restore_script(
     `settings` for that session only (e.g. a larger maintenance_work_mem for index builds);
     prints the checksum results (JSON lines) of every table it restored, read back as soon as
     each was loaded. For a database nobody else writes to."""
-    options = " ".join(f"-c {key}={value}" for key, value in sorted((settings or {}).items()))
     return Script(
         text=_RESTORE,
         env={
-            "PGOPTIONS": options,
-            "PGDATABASE": database,
-            "PGAPPNAME": APPLICATION_NAME,
-            "SOTADB_COMPRESSION": compression.value,
-            "SOTADB_ROLE": role,
+            **_replay_env(compression, database, role, settings),
             "SOTADB_REPLAY_SQL": REPLAY_SQL,
-            "SOTADB_COPYHASH": copyhash.source(),
             "SOTADB_READER_START": checksums.reader_start_psql(),
             "SOTADB_READ_TABLE": checksums.read_table_psql(),
             "SOTADB_READ_REST": checksums.read_rest_psql(),
@@ -315,20 +309,29 @@ def parallel_restore_script(
     `sessions` psql sessions (default: one per core there, at least 2), with `settings` for
     each; prints the rows each table's COPYs loaded (JSON lines, `fanout`). For a database
     nobody else uses."""
-    options = " ".join(f"-c {key}={value}" for key, value in sorted((settings or {}).items()))
     return Script(
         text=_PARALLEL_RESTORE,
         env={
-            "PGOPTIONS": options,
-            "PGDATABASE": database,
-            "PGAPPNAME": APPLICATION_NAME,
-            "SOTADB_COMPRESSION": compression.value,
-            "SOTADB_ROLE": role,
+            **_replay_env(compression, database, role, settings),
             "SOTADB_SESSIONS": str(sessions) if sessions else "",
-            "SOTADB_COPYHASH": copyhash.source(),
             "SOTADB_FANOUT": fanout.source(),
         },
     )
+
+
+def _replay_env(
+    compression: Compression, database: str, role: str, settings: Mapping[str, str] | None
+) -> dict[str, str]:
+    """What both replays read: where to connect, as whom, with which settings, and copyhash."""
+    options = " ".join(f"-c {key}={value}" for key, value in sorted((settings or {}).items()))
+    return {
+        "PGOPTIONS": options,
+        "PGDATABASE": database,
+        "PGAPPNAME": APPLICATION_NAME,
+        "SOTADB_COMPRESSION": compression.value,
+        "SOTADB_ROLE": role,
+        "SOTADB_COPYHASH": copyhash.source(),
+    }
 
 
 def verify_script(*, database: str) -> Script:
